@@ -1,0 +1,185 @@
+"""Frozen configuration models: what a loaded ``infrarust.toml`` plus ``servers/*.toml`` become.
+
+Durations are stored as seconds (``float``); the loader turns ``"1h30m"`` strings into them. Every class
+can also be built directly in code, which is how embedding programs and tests configure a proxy.
+"""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+
+import attrs
+from attrs import frozen
+
+
+class ProxyMode(enum.Enum):
+    """How a server's connections are handled after the handshake."""
+
+    PASSTHROUGH = "passthrough"
+    ZERO_COPY = "zero_copy"
+    SERVER_ONLY = "server_only"
+    CLIENT_ONLY = "client_only"
+    OFFLINE = "offline"
+
+    @property
+    def is_forwarding(self) -> bool:
+        """True for the modes that relay raw bytes after the handshake."""
+        return self in _FORWARDING_MODES
+
+
+_FORWARDING_MODES = frozenset({ProxyMode.PASSTHROUGH, ProxyMode.ZERO_COPY, ProxyMode.SERVER_ONLY})
+
+
+class UnknownDomainBehavior(enum.Enum):
+    """What a connection for a domain no server claims gets."""
+
+    DEFAULT_MOTD = "default_motd"
+    DROP = "drop"
+
+
+@frozen
+class Address:
+    """A ``host:port`` pair; ``host`` is kept without IPv6 brackets."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+class RewriteKind(enum.Enum):
+    """Which host a backend sees in the forwarded handshake."""
+
+    NONE = "none"
+    FROM_BACKEND = "from_backend"
+    EXPLICIT = "explicit"
+
+
+@frozen
+class DomainRewrite:
+    """``domain_rewrite``: ``"none"``, ``"from_backend"`` or ``{ explicit = "host" }``."""
+
+    kind: RewriteKind = RewriteKind.NONE
+    host: str | None = None
+
+
+@frozen
+class Motd:
+    """One ``[motd.<state>]`` table; ``favicon`` is already a ``data:image/png;base64,...`` URI."""
+
+    text: str | None = None
+    favicon: str | None = None
+    version_name: str | None = None
+    max_players: int | None = None
+
+
+@frozen
+class Timeouts:
+    """``[timeouts]`` of a server; ``connect=None`` means the proxy's ``connect_timeout``."""
+
+    connect: float | None = None
+    read: float | None = None
+    write: float | None = None
+
+
+@frozen
+class IpFilter:
+    """``[ip_filter]``: CIDR strings, validated at load."""
+
+    whitelist: tuple[str, ...] = ()
+    blacklist: tuple[str, ...] = ()
+
+
+@frozen
+class ServerConfig:
+    """One backend server (one file in ``servers_dir``)."""
+
+    name: str
+    addresses: tuple[Address, ...]
+    domains: tuple[str, ...] = ()
+    proxy_mode: ProxyMode = ProxyMode.PASSTHROUGH
+    send_proxy_protocol: bool = False
+    domain_rewrite: DomainRewrite = DomainRewrite()
+    max_players: int = 0
+    disconnect_message: str = "Server is currently unreachable. Please try again later."
+    motd: dict[str, Motd] = attrs.field(factory=dict, hash=False)
+    timeouts: Timeouts = Timeouts()
+    ip_filter: IpFilter = IpFilter()
+    source: Path | None = None  # the file it was loaded from, for messages; None when built in code
+
+
+@frozen
+class RateLimit:
+    """``[rate_limit]``: per client IP budgets; 0 disables a budget."""
+
+    max_connections: int = 3
+    window: float = 10.0
+    status_max: int = 30
+    status_window: float = 10.0
+
+
+@frozen
+class StatusCache:
+    """``[status_cache]``."""
+
+    ttl: float = 5.0
+    max_entries: int = 1000
+
+
+@frozen
+class Keepalive:
+    """``[keepalive]``: TCP keepalive applied to client and backend sockets."""
+
+    time: float = 30.0
+    interval: float = 10.0
+    retries: int = 3
+
+
+@frozen
+class Ban:
+    """``[ban]``."""
+
+    file: str = "bans.json"
+    purge_interval: float = 300.0
+    enable_audit_log: bool = True
+
+
+@frozen
+class ZeroCopy:
+    """``[zero_copy]``: kernel pipe size per direction for splice."""
+
+    pipe_size: int = 65536
+
+
+@frozen
+class Metrics:
+    """``[metrics]``: present means on."""
+
+    bind: Address = Address("127.0.0.1", 9100)
+
+
+@frozen
+class ProxyConfig:
+    """The whole configuration: ``infrarust.toml`` and the servers it points at."""
+
+    bind: Address = Address("0.0.0.0", 25565)
+    servers_dir: Path = Path("servers")
+    max_connections: int = 0
+    connect_timeout: float = 5.0
+    handshake_timeout: float = 10.0
+    receive_proxy_protocol: bool = False
+    proxy_protocol_trusted: tuple[str, ...] = ()
+    so_reuseport: bool = False
+    workers: int = 1
+    unknown_domain_behavior: UnknownDomainBehavior = UnknownDomainBehavior.DEFAULT_MOTD
+    rate_limit: RateLimit = RateLimit()
+    status_cache: StatusCache = StatusCache()
+    keepalive: Keepalive = Keepalive()
+    ban: Ban = Ban()
+    default_motd: dict[str, Motd] = attrs.field(factory=dict, hash=False)
+    zero_copy: ZeroCopy = ZeroCopy()
+    metrics: Metrics | None = None
+    servers: tuple[ServerConfig, ...] = ()
+    source: Path | None = None  # the infrarust.toml it was loaded from; None for defaults or code
