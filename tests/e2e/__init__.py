@@ -1,0 +1,1 @@
+"""End-to-end tests: real Minecraft software (PrismarineJS minecraft-protocol) through the proxy."""
