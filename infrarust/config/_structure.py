@@ -1,0 +1,365 @@
+"""Plain TOML data -> frozen models, through one cattrs converter, with every problem located by key.
+
+The converter runs in cattrs' detailed-validation mode, so one pass collects every bad value and unknown key
+into a tree of exceptions; :func:`problems_from` flattens that tree into ``(dotted key, message)`` pairs.
+Hooks are strict: TOML has types, and a string where a number belongs is a mistake worth reporting, not
+something to coerce.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import attrs
+import cattrs
+from cattrs.errors import (
+    AttributeValidationNote,
+    BaseValidationError,
+    ForbiddenExtraKeysError,
+    IterableValidationError,
+    IterableValidationNote,
+)
+from cattrs.gen import make_dict_structure_fn, override
+
+from ._addresses import is_host, normalize_cidr, normalize_domain, parse_address
+from ._durations import parse_duration
+from ._favicon import load_favicon
+from ._models import (
+    Address,
+    Ban,
+    DomainRewrite,
+    IpFilter,
+    Keepalive,
+    Metrics,
+    Motd,
+    ProxyConfig,
+    ProxyMode,
+    RateLimit,
+    RewriteKind,
+    ServerConfig,
+    StatusCache,
+    Timeouts,
+    UnknownDomainBehavior,
+    ZeroCopy,
+)
+
+T = TypeVar("T")
+
+SERVER_NAME = re.compile(r"[a-z0-9_-]+", re.ASCII)
+_MOTD_STATE = re.compile(r"[a-z_]+", re.ASCII)
+PIPE_SIZE_MIN = 4096
+PIPE_SIZE_MAX = 1024 * 1024
+# Fields filled in by the loader, never read from a file: naming them in a file is an unknown key.
+_LOADER_FIELDS = ("servers", "source")
+_SUPPORTED_MODES = ", ".join(mode.value for mode in ProxyMode if mode.is_forwarding)
+
+
+def _describe(value: object) -> str:
+    """A TOML reader's name for a value, for "expected X, got Y" messages."""
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()}"
+    if isinstance(value, int):
+        return f"integer {value}"
+    if isinstance(value, float):
+        return f"float {value}"
+    if isinstance(value, str):
+        return f"string {value!r}"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return f"{type(value).__name__} {value}"
+
+
+def _string(value: object, _: object = None) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {_describe(value)}")
+    return value
+
+
+def _boolean(value: object, _: object = None) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {_describe(value)}")
+    return value
+
+
+def _count(value: object, _: object = None) -> int:
+    """Every integer in the configuration counts something, so none may be negative."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected a whole number, got {_describe(value)}")
+    if value < 0:
+        raise ValueError(f"must not be negative, got {value}")
+    return value
+
+
+def _workers(value: object, _: object = None) -> int:
+    count = _count(value)
+    if count < 1:
+        raise ValueError(f"at least 1 worker process is needed, got {count}")
+    return count
+
+
+def _pipe_size(value: object, _: object = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not PIPE_SIZE_MIN <= value <= PIPE_SIZE_MAX:
+        raise ValueError(
+            f"expected a number of bytes from {PIPE_SIZE_MIN} to {PIPE_SIZE_MAX} (1 MiB),"
+            f" got {_describe(value)}; the kernel rounds it up to a power-of-two number of pages"
+        )
+    return value
+
+
+def _duration(value: object, _: object = None) -> float:
+    """Every float in the models is a duration in seconds, written as a string with a unit."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        raise ValueError(f'durations are strings with a unit, like "{value}s" or "{value}ms"; got {value}')
+    if not isinstance(value, str):
+        raise ValueError(f'expected a duration like "5s", got {_describe(value)}')
+    return parse_duration(value)
+
+
+def _path(value: object, _: object = None) -> Path:
+    text = _string(value)
+    if not text:
+        raise ValueError("expected a folder path, got an empty string")
+    return Path(text)
+
+
+def _address(value: object, _: object = None) -> Address:
+    return parse_address(_string(value))
+
+
+def _backend_address(value: object, _: object = None) -> Address:
+    address = _address(value)
+    if address.port == 0:
+        raise ValueError(f"invalid address {value!r}: a backend port must be from 1 to 65535")
+    return address
+
+
+def _domain(value: object, _: object = None) -> str:
+    return normalize_domain(_string(value))
+
+
+def _cidr(value: object, _: object = None) -> str:
+    return normalize_cidr(_string(value))
+
+
+def _server_name(value: object, _: object = None) -> str:
+    name = _string(value)
+    if not SERVER_NAME.fullmatch(name):
+        raise ValueError(f"invalid server name {name!r}: use lower-case letters, digits, '_' and '-'")
+    return name
+
+
+def _proxy_mode(value: object, _: object = None) -> ProxyMode:
+    text = _string(value)
+    try:
+        mode = ProxyMode(text)
+    except ValueError:
+        raise ValueError(f"unknown proxy_mode {text!r}; valid values: {_SUPPORTED_MODES}") from None
+    if not mode.is_forwarding:
+        raise ValueError(
+            f"`{text}` is not supported yet: intercepted modes are not built; use passthrough, zero_copy"
+            " or server_only"
+        )
+    return mode
+
+
+def _unknown_domain_behavior(value: object, _: object = None) -> UnknownDomainBehavior:
+    text = _string(value)
+    try:
+        return UnknownDomainBehavior(text)
+    except ValueError:
+        valid = ", ".join(behavior.value for behavior in UnknownDomainBehavior)
+        raise ValueError(f"unknown unknown_domain_behavior {text!r}; valid values: {valid}") from None
+
+
+_REWRITE_HELP = 'expected "none", "from_backend" or { explicit = "host" }'
+
+
+def _domain_rewrite(value: object, _: object = None) -> DomainRewrite:
+    if value == "none":
+        return DomainRewrite(RewriteKind.NONE)
+    if value == "from_backend":
+        return DomainRewrite(RewriteKind.FROM_BACKEND)
+    if isinstance(value, dict):
+        if set(value) != {"explicit"}:
+            raise ValueError(f"{_REWRITE_HELP}, got a table with keys {', '.join(sorted(value)) or '(none)'}")
+        host = value["explicit"]
+        if not isinstance(host, str) or not is_host(host):
+            raise ValueError(
+                f"{_REWRITE_HELP}: explicit must be a host name or IP address, got {_describe(host)}"
+            )
+        return DomainRewrite(RewriteKind.EXPLICIT, host)
+    raise ValueError(f"{_REWRITE_HELP}, got {_describe(value)}")
+
+
+def _each(item: Callable[[object], T]) -> Callable[[object, object], tuple[T, ...]]:
+    """A hook for a TOML array whose elements ``item`` checks; every bad element is reported by index."""
+
+    def structure(value: object, _: object = None) -> tuple[T, ...]:
+        if not isinstance(value, list):
+            raise ValueError(f"expected an array, got {_describe(value)}")
+        results: list[T] = []
+        errors: list[Exception] = []
+        for index, element in enumerate(value):
+            try:
+                results.append(item(element))
+            except Exception as exc:
+                exc.add_note(IterableValidationNote(f"element {index}", index, object))
+                errors.append(exc)
+        if errors:
+            raise IterableValidationError("invalid array elements", errors, tuple)
+        return tuple(results)
+
+    return structure
+
+
+_backend_addresses = _each(_backend_address)
+
+
+def _addresses(value: object, _: object = None) -> tuple[Address, ...]:
+    addresses = _backend_addresses(value, None)
+    if not addresses:
+        raise ValueError('a server needs at least one backend address, like ["127.0.0.1:25566"]')
+    return addresses
+
+
+def _table(structure: Callable[[Any, Any], T]) -> Callable[[object, object], T]:
+    """Make a generated attrs hook report "expected a table" instead of failing inside cattrs."""
+
+    def hook(value: object, type_: object = None) -> T:
+        if not isinstance(value, dict):
+            raise ValueError(f"expected a table, got {_describe(value)}")
+        return structure(value, type_)
+
+    return hook
+
+
+# Inner tables first: a class's hook looks up its fields' hooks when it is generated.
+_TABLES: tuple[type, ...] = (
+    Motd,
+    Timeouts,
+    IpFilter,
+    RateLimit,
+    StatusCache,
+    Keepalive,
+    Ban,
+    ZeroCopy,
+    Metrics,
+    ServerConfig,
+    ProxyConfig,
+)
+
+
+@functools.lru_cache(maxsize=8)
+def make_converter(base_dir: Path) -> cattrs.Converter:
+    """The converter for files in ``base_dir`` (relative favicon paths are read from there)."""
+    converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
+    converter.register_structure_hook(str, _string)
+    converter.register_structure_hook(bool, _boolean)
+    converter.register_structure_hook(int, _count)
+    converter.register_structure_hook(float, _duration)
+    converter.register_structure_hook(Path, _path)
+    converter.register_structure_hook(Address, _address)
+    converter.register_structure_hook(ProxyMode, _proxy_mode)
+    converter.register_structure_hook(UnknownDomainBehavior, _unknown_domain_behavior)
+    converter.register_structure_hook(DomainRewrite, _domain_rewrite)
+
+    def favicon(value: object, _: object = None) -> str:
+        return load_favicon(_string(value), base_dir)
+
+    def motd_table(value: object, _: object = None) -> dict[str, Motd]:
+        if not isinstance(value, dict):
+            raise ValueError(f"expected a table of states (like [motd.online]), got {_describe(value)}")
+        motds: dict[str, Motd] = {}
+        errors: list[Exception] = []
+        for state, table in value.items():
+            try:
+                if not _MOTD_STATE.fullmatch(state):
+                    raise ValueError(
+                        f"invalid state name {state!r}: use lower-case letters and '_' (online, offline,"
+                        " unreachable, ...)"
+                    )
+                motds[state] = converter.structure(table, Motd)
+            except Exception as exc:
+                exc.add_note(IterableValidationNote(f"state {state}", state, Motd))
+                errors.append(exc)
+        if errors:
+            raise IterableValidationError("invalid motd states", errors, dict)
+        return motds
+
+    overrides: dict[type, dict[str, Any]] = {
+        Motd: {"favicon": override(struct_hook=favicon)},
+        IpFilter: {
+            "whitelist": override(struct_hook=_each(_cidr)),
+            "blacklist": override(struct_hook=_each(_cidr)),
+        },
+        ZeroCopy: {"pipe_size": override(struct_hook=_pipe_size)},
+        ServerConfig: {
+            "name": override(struct_hook=_server_name),
+            "addresses": override(struct_hook=_addresses),
+            "domains": override(struct_hook=_each(_domain)),
+            "motd": override(struct_hook=motd_table),
+            "source": override(omit=True),
+        },
+        ProxyConfig: {
+            "workers": override(struct_hook=_workers),
+            "proxy_protocol_trusted": override(struct_hook=_each(_cidr)),
+            "default_motd": override(struct_hook=motd_table),
+            "servers": override(omit=True),
+            "source": override(omit=True),
+        },
+    }
+    for cls in _TABLES:
+        generated: Callable[[Any, Any], Any] = make_dict_structure_fn(
+            cls, converter, **overrides.get(cls, {})
+        )
+        converter.register_structure_hook(cls, _table(generated))
+    return converter
+
+
+def known_keys(cls: type) -> list[str]:
+    """The keys a file may use for ``cls``."""
+    return [field.name for field in attrs.fields(cls) if field.name not in _LOADER_FIELDS]
+
+
+def problems_from(exc: BaseException, key: str = "") -> Iterator[tuple[str, str]]:
+    """Flatten a cattrs error tree into ``(dotted key, message)`` pairs, in file order."""
+    if isinstance(exc, ForbiddenExtraKeysError):
+        allowed = known_keys(exc.cl)
+        for extra in sorted(exc.extra_fields):
+            close = difflib.get_close_matches(extra, allowed, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(allowed)}"
+            yield _join(key, extra), f"unknown key{hint}"
+    elif isinstance(exc, BaseValidationError):
+        for sub in exc.exceptions:
+            yield from problems_from(sub, _join(key, _position(sub)))
+    elif isinstance(exc, KeyError):
+        yield key, "required key is missing"
+    elif isinstance(exc, ValueError):
+        yield key, str(exc)
+    else:
+        yield key, f"invalid value: {exc}"
+
+
+def _position(exc: BaseException) -> str | int | None:
+    """Where in its parent ``exc`` happened: the note its parent's hook attached."""
+    for note in reversed(getattr(exc, "__notes__", ())):
+        if isinstance(note, AttributeValidationNote):
+            return note.name
+        if isinstance(note, IterableValidationNote):
+            return note.index
+    return None
+
+
+def _join(key: str, part: str | int | None) -> str:
+    if part is None:
+        return key
+    if isinstance(part, int):
+        return f"{key}[{part}]"
+    return f"{key}.{part}" if key else part
