@@ -1,0 +1,116 @@
+"""Command line: ``python -m infrarust [run] [-c CONFIG] ...``, ``check``, ``ping``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import attrs
+import trio
+
+from infrarust.config import ConfigError, load_config, parse_address
+from infrarust.config._models import ProxyConfig
+from infrarust.proxy import serve
+
+logger = logging.getLogger("infrarust")
+COMMANDS = ("run", "check", "ping")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="python -m infrarust", description="Minecraft reverse proxy on Trio"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the proxy (the default command)")
+    run.add_argument("-c", "--config", default=None, help="configuration file (default: ./infrarust.toml)")
+    run.add_argument(
+        "--bind", default=None, metavar="HOST:PORT", help="listen here instead of the file's bind"
+    )
+    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    check = sub.add_parser("check", help="validate the configuration and print a summary")
+    check.add_argument("-c", "--config", default=None, help="configuration file (default: ./infrarust.toml)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or (args[0] not in COMMANDS and args[0] not in ("-h", "--help")):
+        args.insert(0, "run")
+    options = build_parser().parse_args(args)
+    if options.command == "check":
+        return _check(options.config)
+    return _run(options.config, options.bind, options.log_level)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(stream=sys.stderr, level=level.upper(), format=LOG_FORMAT)
+
+
+def _load(path: str | None) -> ProxyConfig | None:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return None
+
+
+def _check(path: str | None) -> int:
+    _setup_logging("warning")
+    config = _load(path)
+    if config is None:
+        return 1
+    source = config.source or "built-in defaults"
+    print(f"{source}: ok")
+    print(f"bind {config.bind}, {len(config.servers)} server(s)")
+    for server in config.servers:
+        domains = ", ".join(server.domains) or "-"
+        addresses = ", ".join(str(address) for address in server.addresses)
+        print(f"  {server.name}: {server.proxy_mode.value} domains=[{domains}] addresses=[{addresses}]")
+    return 0
+
+
+def _run(path: str | None, bind: str | None, level: str) -> int:
+    _setup_logging(level)
+    config = _load(path)
+    if config is None:
+        return 1
+    if bind is not None:
+        try:
+            config = attrs.evolve(config, bind=parse_address(bind))
+        except ValueError as exc:
+            print(f"--bind: {exc}", file=sys.stderr)
+            return 1
+    try:
+        trio.run(_serve_until_signalled, config)
+    except OSError as exc:
+        print(
+            f"{Path(path or 'infrarust.toml')}: bind: cannot listen on {config.bind}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+async def _serve_until_signalled(config: ProxyConfig) -> None:
+    # The receiver is open before the listener, so a signal sent as soon as "listening on" appears is seen.
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        async with trio.open_nursery() as nursery:
+            proxy = await nursery.start(serve, config)
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    proxy.reload()
+                    continue
+                logger.info("shutting down signal=%s", signal.Signals(signum).name)
+                nursery.cancel_scope.cancel()
+                break
+
+
+if __name__ == "__main__":
+    sys.exit(main())

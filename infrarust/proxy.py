@@ -1,0 +1,459 @@
+"""The listener, the per-connection flow, the live sessions, and :func:`serve`.
+
+Data flows one way through :meth:`Proxy._handle_client`: accept -> read the hello (handshake, and the login
+start when logging in) -> route -> connect -> send what the client sent -> relay -> log the result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import math
+import socket
+from typing import Any, NoReturn
+
+import attrs
+import trio
+
+from infrarust.config import ProxyConfig, ServerConfig, load_config
+from infrarust.config._models import Address, ProxyMode, RewriteKind
+from infrarust.protocol import (
+    Handshake,
+    HelloReader,
+    LegacyLogin,
+    LegacyPing,
+    LoginStart,
+    NextState,
+    PacketReader,
+    ProtocolError,
+    encode_login_disconnect,
+    parse_login_start,
+)
+from infrarust.routing import Router, rewrite_host
+from infrarust.transport import (
+    ForwardEndReason,
+    Forwarder,
+    ForwardResult,
+    Traffic,
+    select_forwarder,
+    tune_socket,
+)
+
+logger = logging.getLogger("infrarust")
+
+# How long a lone ``FE`` or ``FE 01`` waits for more bytes before it is taken as a legacy ping: the Beta and
+# 1.4/1.5 clients send nothing else, while a modern handshake of length 254 starts with the same two bytes
+# and is followed at once by the rest of its packet.
+LEGACY_PING_WAIT = 0.25
+# One read of the client's first bytes; a handshake plus login start is a few hundred bytes.
+HELLO_READ_SIZE = 4096
+# A login start never comes near this; past it we stop looking for the name and forward the bytes as is.
+LOGIN_START_LIMIT = 4096
+LISTEN_BACKLOG = 4096
+# Accept errors that mean "out of a resource for a moment", not "the listener is broken".
+_ACCEPT_CAPACITY_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+ACCEPT_RETRY_DELAY = 0.1
+
+
+class PlayerNotActiveError(Exception):
+    """The player's session relays raw bytes, so the proxy cannot speak the game protocol to it."""
+
+
+@attrs.define(eq=False)
+class Player:
+    """A live relayed session, as seen by an embedding program (``proxy.sessions``).
+
+    Forwarding modes are passive: the proxy never reads the stream after the handshake, so it can only end
+    the session, not talk to the player or move them.
+    """
+
+    server: ServerConfig
+    client_address: str
+    handshake: Handshake
+    login: LoginStart | None
+    started_at: float
+    traffic: Traffic = attrs.field(factory=Traffic)
+    result: ForwardResult | None = None  # set when the session has ended
+    _cancel_scope: trio.CancelScope = attrs.field(factory=trio.CancelScope, alias="_cancel_scope")
+
+    @property
+    def name(self) -> str | None:
+        """The user name from the login start, when it could be read."""
+        return self.login.name if self.login is not None else None
+
+    @property
+    def mode(self) -> ProxyMode:
+        """The server's proxy mode for this session."""
+        return self.server.proxy_mode
+
+    def disconnect(self) -> None:
+        """End the session now: both sockets are closed and the session ends with reason ``Shutdown``."""
+        self._cancel_scope.cancel()
+
+    async def send_message(self, message: str) -> None:
+        """Not possible in a forwarding mode: always raises :class:`PlayerNotActiveError`."""
+        raise PlayerNotActiveError(
+            f"cannot send a message: {self.mode.value} sessions are relayed as raw bytes"
+        )
+
+    async def switch_server(self, server: str) -> None:
+        """Not possible in a forwarding mode: always raises :class:`PlayerNotActiveError`."""
+        raise PlayerNotActiveError(
+            f"cannot switch server: {self.mode.value} sessions are relayed as raw bytes"
+        )
+
+
+@attrs.frozen
+class _Hello:
+    """What the client sent before relaying starts: the decoded first packet and every byte received."""
+
+    event: Handshake | LegacyPing | LegacyLogin
+    received: bytes  # everything read from the client so far, in order
+    rest: bytes  # the bytes after the first packet (a suffix of ``received``)
+    login: LoginStart | None = None
+
+
+class Proxy:
+    """A running proxy: its bound address, its live sessions, and :meth:`reload`.
+
+    Made by :func:`serve`; an embedding program gets it from ``await nursery.start(infrarust.serve, config)``.
+    """
+
+    def __init__(self, config: ProxyConfig) -> None:
+        self._config = config
+        self._router = Router(config.servers)
+        self._sessions: set[Player] = set()
+        self._connections = 0
+        self._forwarders: dict[ProxyMode, Forwarder] = {}
+        self.address: tuple[str, int] = (config.bind.host, config.bind.port)
+
+    @property
+    def config(self) -> ProxyConfig:
+        """The configuration new connections use."""
+        return self._config
+
+    @property
+    def port(self) -> int:
+        """The port the listener is bound to (the real one when the configuration asked for port 0)."""
+        return self.address[1]
+
+    @property
+    def sessions(self) -> tuple[Player, ...]:
+        """The sessions relaying right now."""
+        return tuple(self._sessions)
+
+    @property
+    def connections(self) -> int:
+        """Client connections open right now, relaying or still handshaking."""
+        return self._connections
+
+    def reload(self, config: ProxyConfig | None = None) -> bool:
+        """Use a new configuration for new connections; sessions already relaying are untouched.
+
+        Without an argument the configuration is loaded again from its file. A configuration that fails to
+        load is rejected whole and the old one stays; the return value says whether the new one was taken.
+        The listener keeps its address: a changed ``bind`` takes effect at the next start.
+        """
+        if config is None:
+            if self._config.source is None:
+                logger.warning("reload skipped: the configuration was not loaded from a file")
+                return False
+            try:
+                config = load_config(self._config.source)
+            except Exception as exc:  # a bad file must never take down a running proxy
+                logger.error("reload rejected, keeping the old configuration: %s", exc)
+                return False
+        if config.bind != self._config.bind:
+            logger.warning("reload: bind changed to %s; it takes effect at the next start", config.bind)
+        self._config = config
+        self._router = Router(config.servers)
+        self._forwarders.clear()
+        logger.info("configuration reloaded servers=%d", len(config.servers))
+        return True
+
+    async def run(self, *, task_status: trio.TaskStatus[Proxy] = trio.TASK_STATUS_IGNORED) -> NoReturn:
+        """Listen, report this object through ``task_status`` once listening, and serve until cancelled."""
+        listener = await open_listener(self._config.bind, reuseport=self._config.so_reuseport)
+        async with listener, trio.open_nursery() as nursery:
+            sockname = listener.socket.getsockname()
+            self.address = (sockname[0], sockname[1])
+            logger.info("listening on %s", Address(self.address[0], self.address[1]))
+            task_status.started(self)
+            while True:
+                try:
+                    stream = await listener.accept()
+                except OSError as exc:
+                    if exc.errno not in _ACCEPT_CAPACITY_ERRORS:
+                        raise
+                    logger.error("accept failed, retrying error=%s", _quote(exc.strerror or str(exc)))
+                    await trio.sleep(ACCEPT_RETRY_DELAY)
+                    continue
+                nursery.start_soon(self._handle_connection, stream)
+
+    async def _handle_connection(self, stream: trio.SocketStream) -> None:
+        client = _peer_name(stream)
+        try:
+            limit = self._config.max_connections
+            if limit and self._connections >= limit:
+                logger.info("connection refused client=%s reason=max_connections limit=%d", client, limit)
+                return
+            self._connections += 1
+            try:
+                await self._handle_client(stream, client)
+            except Exception:  # one broken connection must never take the proxy down
+                logger.exception("connection failed client=%s", client)
+            finally:
+                self._connections -= 1
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    async def _handle_client(self, stream: trio.SocketStream, client: str) -> None:
+        config = self._config  # a reload mid-connection does not change the routes this one started with
+        router = self._router
+        hello: _Hello | None = None
+        with trio.move_on_after(config.handshake_timeout) as deadline:
+            try:
+                hello = await _read_hello(stream)
+            except ProtocolError as exc:
+                logger.info("bad handshake client=%s error=%s", client, _quote(str(exc)))
+                return
+            except trio.BrokenResourceError as exc:
+                logger.info("client reset before its handshake client=%s error=%s", client, _quote(str(exc)))
+                return
+        if deadline.cancelled_caught:
+            logger.info("handshake timeout client=%s after=%ss", client, _seconds(config.handshake_timeout))
+            return
+        if hello is None:
+            logger.info("client closed before its handshake client=%s", client)
+            return
+        event = hello.event
+        if not isinstance(event, Handshake):
+            # Legacy (pre-1.7) pings and logins are answered by the server-list work; until then we say so.
+            logger.info("legacy client not supported yet client=%s kind=%s", client, type(event).__name__)
+            return
+        server = router.route(event.host)
+        if server is None:
+            logger.info("unknown domain client=%s host=%s", client, _quote(event.host))
+            return
+        connected = await _connect(server, config)
+        if connected is None:
+            logger.info("backend unreachable server=%s client=%s", server.name, client)
+            if event.next_state != NextState.STATUS:
+                await _send_quietly(stream, encode_login_disconnect(server.disconnect_message))
+            return
+        backend, address = connected
+        try:
+            await self._relay(stream, backend, hello, event, server, address, client)
+        finally:
+            await trio.aclose_forcefully(backend)
+
+    async def _relay(
+        self,
+        client_stream: trio.SocketStream,
+        backend: trio.SocketStream,
+        hello: _Hello,
+        handshake: Handshake,
+        server: ServerConfig,
+        address: Address,
+        client: str,
+    ) -> None:
+        config = self._config
+        for stream in (client_stream, backend):
+            tune_socket(stream, config.keepalive)
+        player = Player(server, client, handshake, hello.login, trio.current_time())
+        self._sessions.add(player)
+        result: ForwardResult | None = None
+        try:
+            first = _first_bytes(hello, handshake, server, address)
+            await backend.send_all(first)
+            player.traffic.client_to_backend += len(first)
+            with player._cancel_scope:
+                result = await self._forwarder(server.proxy_mode).forward(
+                    client_stream,
+                    backend,
+                    player.traffic,
+                    read_timeout=server.timeouts.read,
+                    write_timeout=server.timeouts.write,
+                )
+            if result is None:  # disconnect() cancelled the scope
+                result = player.traffic.result(ForwardEndReason.SHUTDOWN, "disconnected by the proxy")
+        except trio.BrokenResourceError as exc:
+            result = player.traffic.result(ForwardEndReason.ERROR, str(exc) or "backend closed early")
+        finally:
+            self._sessions.discard(player)
+            if result is None:  # cancelled from outside: the proxy is shutting down
+                result = player.traffic.result(ForwardEndReason.SHUTDOWN)
+            player.result = result
+            _log_session_end(player, result)
+
+    def _forwarder(self, mode: ProxyMode) -> Forwarder:
+        forwarder = self._forwarders.get(mode)
+        if forwarder is None:
+            forwarder = select_forwarder(mode, pipe_size=self._config.zero_copy.pipe_size)
+            self._forwarders[mode] = forwarder
+        return forwarder
+
+
+async def serve(
+    config: ProxyConfig, *, task_status: trio.TaskStatus[Proxy] = trio.TASK_STATUS_IGNORED
+) -> NoReturn:
+    """Run a proxy until cancelled; use with ``proxy = await nursery.start(serve, config)``.
+
+    ``nursery.start`` returns the :class:`Proxy` once it is listening (``proxy.port`` is the bound port).
+    Cancelling the surrounding nursery is shutdown: every relayed session ends with reason ``Shutdown``.
+    """
+    await Proxy(config).run(task_status=task_status)
+
+
+async def open_listener(bind: Address, *, reuseport: bool = False) -> trio.SocketListener:
+    """A listening TCP socket on ``bind``; ``reuseport`` sets SO_REUSEPORT (several processes, one port)."""
+    infos = await trio.socket.getaddrinfo(
+        bind.host, bind.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    family, type_, proto, _, sockaddr = infos[0]
+    sock = trio.socket.socket(family, type_, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuseport:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        await sock.bind(sockaddr)
+        sock.listen(LISTEN_BACKLOG)
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketListener(sock)
+
+
+async def _read_hello(stream: trio.SocketStream) -> _Hello | None:
+    """Read the client's first packet, and for a login its login start; None if the client closed first.
+
+    The caller bounds this with ``handshake_timeout``; every byte read is kept, in order, for the backend.
+    """
+    reader = HelloReader()
+    received = bytearray()
+    event: Handshake | LegacyPing | LegacyLogin | None = None
+    while event is None:
+        if reader.legacy_ping_pending:
+            data = b""
+            with trio.move_on_after(LEGACY_PING_WAIT):
+                data = await stream.receive_some(HELLO_READ_SIZE)
+        else:
+            data = await stream.receive_some(HELLO_READ_SIZE)
+            if not data:
+                if not received:
+                    return None
+                event = reader.feed_eof()
+                if event is None:
+                    raise ProtocolError("client closed in the middle of its first packet")
+                break
+        if not data:  # a lone FE / FE 01 with nothing after it: a legacy ping
+            event = reader.feed_eof()
+            continue
+        received += data
+        event = reader.feed(data)
+    rest = reader.take_leftover()
+    login = None
+    if isinstance(event, Handshake) and event.next_state != NextState.STATUS:
+        login, extra = await _read_login_start(stream, event, rest)
+        received += extra
+        rest += extra
+    return _Hello(event, bytes(received), bytes(rest), login)
+
+
+async def _read_login_start(
+    stream: trio.SocketStream, handshake: Handshake, rest: bytes
+) -> tuple[LoginStart | None, bytes]:
+    """Wait for the login start after a login handshake, to learn the player's name (best effort).
+
+    Returns the parsed login start (None when it cannot be read) and the bytes read here, which the caller
+    forwards like all the others.
+    """
+    packets = PacketReader(max_packet_size=LOGIN_START_LIMIT)
+    extra = bytearray()
+    packets.feed(rest)
+    try:
+        while (packet := packets.next_packet()) is None:
+            data = await stream.receive_some(HELLO_READ_SIZE)
+            if not data:
+                return None, bytes(extra)
+            extra += data
+            packets.feed(data)
+    except ProtocolError:
+        return None, bytes(extra)
+    return parse_login_start(packet, handshake.protocol_version), bytes(extra)
+
+
+def _first_bytes(hello: _Hello, handshake: Handshake, server: ServerConfig, address: Address) -> bytes:
+    """What the backend gets before relaying: the handshake (rewritten if asked) and all that followed."""
+    rewrite = server.domain_rewrite
+    if rewrite.kind is RewriteKind.NONE:
+        return hello.received
+    new_name = rewrite.host if rewrite.kind is RewriteKind.EXPLICIT and rewrite.host else address.host
+    return handshake.with_host(rewrite_host(handshake.host, new_name)).encode() + hello.rest
+
+
+async def _connect(server: ServerConfig, config: ProxyConfig) -> tuple[trio.SocketStream, Address] | None:
+    """Try the server's addresses in order, each under the connect timeout; None when none answers."""
+    timeout = server.timeouts.connect if server.timeouts.connect is not None else config.connect_timeout
+    for address in server.addresses:
+        with trio.move_on_after(timeout):
+            try:
+                return await trio.open_tcp_stream(address.host, address.port), address
+            except OSError as exc:
+                logger.info(
+                    "backend connect failed server=%s address=%s error=%s",
+                    server.name,
+                    address,
+                    _quote(str(exc)),
+                )
+                continue
+        logger.info(
+            "backend connect timed out server=%s address=%s after=%ss",
+            server.name,
+            address,
+            _seconds(timeout),
+        )
+    return None
+
+
+async def _send_quietly(stream: trio.SocketStream, data: bytes) -> None:
+    """Send a last message to a client that may already be gone; a failure here changes nothing."""
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        await stream.send_all(data)
+
+
+def _log_session_end(player: Player, result: ForwardResult) -> None:
+    duration = trio.current_time() - player.started_at
+    extra = f" error={_quote(result.error)}" if result.error else ""
+    logger.info(
+        "session ended server=%s player=%s mode=%s c2b=%d b2c=%d reason=%s duration=%.3fs client=%s%s",
+        player.server.name,
+        _quote(player.name or "-"),
+        player.mode.value,
+        result.client_to_backend,
+        result.backend_to_client,
+        result.reason.value,
+        duration,
+        player.client_address,
+        extra,
+    )
+
+
+def _peer_name(stream: trio.SocketStream) -> str:
+    try:
+        peer: Any = stream.socket.getpeername()
+    except OSError:
+        return "-"
+    return str(Address(peer[0], peer[1]))
+
+
+def _quote(value: str) -> str:
+    """A log field value: bare when it is one plain word, else quoted with escapes (key=value lines)."""
+    if value and all(ch.isprintable() and ch not in ' "=' for ch in value):
+        return value
+    return '"' + value.encode("unicode_escape").decode("ascii").replace('"', '\\"') + '"'
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}" if math.isfinite(value) else "inf"

@@ -1,0 +1,336 @@
+"""The proxy on real loopback sockets: routing, first bytes, unreachable backends, timeouts, embedding."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+
+import attrs
+import pytest
+import trio
+from helpers import (
+    Backend,
+    handshake,
+    login_start,
+    proxy_config,
+    read_exactly,
+    read_until_eof,
+    server,
+    start_proxy,
+    start_recording_backend,
+)
+
+import infrarust
+from infrarust.config._models import Address, DomainRewrite, ProxyMode, RewriteKind, Timeouts
+from infrarust.protocol import NextState, PacketReader, encode_packet
+
+MODES = [ProxyMode.PASSTHROUGH, ProxyMode.ZERO_COPY, ProxyMode.SERVER_ONLY]
+
+
+def free_port() -> int:
+    """A loopback port with nothing listening on it (bound, read, closed)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+async def connect(proxy: infrarust.Proxy) -> trio.SocketStream:
+    return await trio.open_tcp_stream("127.0.0.1", proxy.port)
+
+
+async def wait_until(predicate: object, timeout: float = 5.0) -> None:
+    assert callable(predicate)
+    with trio.fail_after(timeout):
+        while not predicate():
+            await trio.sleep(0.005)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_two_domains_reach_two_backends(nursery: trio.Nursery, mode: ProxyMode) -> None:
+    alpha = await start_recording_backend(nursery)
+    beta = await start_recording_backend(nursery)
+    config = proxy_config(
+        server("alpha", ["alpha.test"], [alpha.address], mode),
+        server("beta", ["beta.test", "*.beta.test"], [beta.address], mode),
+    )
+    proxy = await start_proxy(nursery, config)
+    for backend, host, name in [(alpha, "alpha.test", "Alice"), (beta, "Play.Beta.Test.", "Bob")]:
+        first = handshake(host) + login_start(name)
+        client = await connect(proxy)
+        await client.send_all(first)
+        assert await backend.wait_for(0, len(first)) == first
+        assert await read_exactly(client, len(first)) == first  # the backend echoes through the relay
+        await client.aclose()
+    assert len(alpha.received) == len(beta.received) == 1
+
+
+async def test_bytes_in_the_same_write_as_the_handshake_arrive_in_order(
+    nursery: trio.Nursery, backend: Backend
+) -> None:
+    proxy = await start_proxy(nursery, proxy_config(server("s", ["s.test"], [backend.address])))
+    # Handshake, login start and what would be the first encrypted bytes, in one write.
+    payload = handshake("s.test") + login_start("Steve") + bytes(range(256)) * 40
+    client = await connect(proxy)
+    await client.send_all(payload)
+    assert await backend.wait_for(0, len(payload)) == payload
+    await client.aclose()
+
+
+async def test_status_request_and_ping_in_the_handshake_write_are_relayed(
+    nursery: trio.Nursery, backend: Backend
+) -> None:
+    proxy = await start_proxy(nursery, proxy_config(server("s", ["s.test"], [backend.address])))
+    payload = handshake("s.test", NextState.STATUS) + encode_packet(0, b"") + encode_packet(1, bytes(8))
+    client = await connect(proxy)
+    await client.send_all(payload)
+    assert await backend.wait_for(0, len(payload)) == payload
+    await client.aclose()
+
+
+async def test_login_start_sent_later_is_forwarded_and_names_the_player(
+    nursery: trio.Nursery, backend: Backend
+) -> None:
+    proxy = await start_proxy(nursery, proxy_config(server("s", ["s.test"], [backend.address])))
+    client = await connect(proxy)
+    await client.send_all(handshake("s.test"))
+    await trio.sleep(0.05)
+    await client.send_all(login_start("Notch")[:5])
+    await trio.sleep(0.05)
+    await client.send_all(login_start("Notch")[5:])
+    expected = handshake("s.test") + login_start("Notch")
+    assert await backend.wait_for(0, len(expected)) == expected
+    await wait_until(lambda: len(proxy.sessions) == 1)
+    assert proxy.sessions[0].name == "Notch"
+    await client.aclose()
+
+
+async def test_unparsable_login_start_is_forwarded_as_is(nursery: trio.Nursery, backend: Backend) -> None:
+    proxy = await start_proxy(nursery, proxy_config(server("s", ["s.test"], [backend.address])))
+    odd = encode_packet(0x00, b"\xff\xff\xff")  # a string length that runs off the end
+    payload = handshake("s.test") + odd
+    client = await connect(proxy)
+    await client.send_all(payload)
+    assert await backend.wait_for(0, len(payload)) == payload
+    await wait_until(lambda: len(proxy.sessions) == 1)
+    assert proxy.sessions[0].name is None
+    await client.aclose()
+
+
+async def test_unreachable_backend_gets_a_login_disconnect(nursery: trio.Nursery) -> None:
+    message = "Maintenance: back in 5 minutes"
+    config = proxy_config(
+        server("s", ["s.test"], [Address("127.0.0.1", free_port())], disconnect_message=message)
+    )
+    proxy = await start_proxy(nursery, config)
+    client = await connect(proxy)
+    await client.send_all(handshake("s.test") + login_start("Steve"))
+    reply = await read_until_eof(client)
+    reader = PacketReader()
+    reader.feed(reply)
+    packet = reader.next_packet()
+    assert packet is not None and packet.packet_id == 0x00
+    length = packet.body[0]  # the JSON is short enough for a one-byte VarInt length
+    assert json.loads(packet.body[1 : 1 + length]) == {"text": message}
+
+
+async def test_addresses_are_tried_in_order(nursery: trio.Nursery, backend: Backend) -> None:
+    dead = Address("127.0.0.1", free_port())
+    proxy = await start_proxy(nursery, proxy_config(server("s", ["s.test"], [dead, backend.address])))
+    client = await connect(proxy)
+    payload = handshake("s.test") + login_start("Steve")
+    await client.send_all(payload)
+    assert await backend.wait_for(0, len(payload)) == payload
+    await client.aclose()
+
+
+async def test_unknown_domain_is_closed_without_connecting(nursery: trio.Nursery, backend: Backend) -> None:
+    proxy = await start_proxy(nursery, proxy_config(server("s", ["s.test"], [backend.address])))
+    client = await connect(proxy)
+    await client.send_all(handshake("elsewhere.test") + login_start("Steve"))
+    assert await read_until_eof(client) == b""
+    assert backend.received == []
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"\xff\xff\xff\xff\xff\xff",  # a VarInt longer than five bytes
+        encode_packet(0x05, b"hello"),  # a first packet that is not a handshake
+        b"\x80\x80\x04",  # a length far beyond the handshake cap
+    ],
+)
+async def test_garbage_is_closed_without_a_reply_and_without_disturbing_a_session(
+    nursery: trio.Nursery, backend: Backend, garbage: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="infrarust")
+    proxy = await start_proxy(nursery, proxy_config(server("s", ["s.test"], [backend.address])))
+    player = await connect(proxy)
+    await player.send_all(handshake("s.test") + login_start("Steve"))
+    await wait_until(lambda: len(proxy.sessions) == 1)
+    await read_exactly(player, len(handshake("s.test") + login_start("Steve")))
+    bad = await connect(proxy)
+    await bad.send_all(garbage)
+    assert await read_until_eof(bad) == b""
+    assert "bad handshake" in caplog.text  # refused loudly in the log, never silently
+    await player.send_all(b"still here")
+    assert await read_exactly(player, 10) == b"still here"
+    await player.aclose()
+
+
+async def test_silent_client_is_cut_at_handshake_timeout_while_a_session_relays(
+    nursery: trio.Nursery, backend: Backend
+) -> None:
+    config = proxy_config(server("s", ["s.test"], [backend.address]), handshake_timeout=0.3)
+    proxy = await start_proxy(nursery, config)
+    player = await connect(proxy)
+    first = handshake("s.test") + login_start("Steve")
+    await player.send_all(first)
+    await read_exactly(player, len(first))
+    silent = await connect(proxy)
+    slow = await connect(proxy)
+    await slow.send_all(handshake("s.test")[:3])  # a partial handshake is no better than none
+    start = trio.current_time()
+    assert await read_until_eof(silent, timeout=3) == b""
+    assert await read_until_eof(slow, timeout=3) == b""
+    assert trio.current_time() - start >= 0.25
+    # The relayed session kept working across the cut (and beyond the handshake timeout).
+    for _ in range(3):
+        await player.send_all(b"ping")
+        assert await read_exactly(player, 4) == b"ping"
+        await trio.sleep(0.1)
+    assert backend.received[0] == bytearray(first + b"ping" * 3)
+    await player.aclose()
+
+
+async def test_max_connections_closes_the_excess_at_once(nursery: trio.Nursery, backend: Backend) -> None:
+    proxy = await start_proxy(
+        nursery, proxy_config(server("s", ["s.test"], [backend.address]), max_connections=2)
+    )
+    kept = [await connect(proxy), await connect(proxy)]
+    await wait_until(lambda: proxy.connections == 2)
+    extra = await connect(proxy)
+    assert await read_until_eof(extra, timeout=2) == b""
+    for stream in kept:  # the first two are still served
+        await stream.send_all(handshake("s.test") + login_start("Steve"))
+    await wait_until(lambda: len(backend.received) == 2)
+    for stream in kept:
+        await stream.aclose()
+
+
+@pytest.mark.parametrize(
+    ("rewrite", "expected"),
+    [
+        (DomainRewrite(RewriteKind.EXPLICIT, "backend.internal"), "backend.internal\0FML2\0"),
+        (DomainRewrite(RewriteKind.FROM_BACKEND), "127.0.0.1\0FML2\0"),
+    ],
+)
+async def test_domain_rewrite_changes_only_the_host(
+    nursery: trio.Nursery, backend: Backend, rewrite: DomainRewrite, expected: str
+) -> None:
+    proxy = await start_proxy(
+        nursery, proxy_config(server("s", ["s.test"], [backend.address], domain_rewrite=rewrite))
+    )
+    client = await connect(proxy)
+    await client.send_all(handshake("s.test\0FML2\0") + login_start("Steve"))
+    want = handshake(expected) + login_start("Steve")
+    assert await backend.wait_for(0, len(want)) == want
+    await client.aclose()
+
+
+async def test_embedding_shutdown_ends_sessions_with_exact_counts(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="infrarust")
+    async with trio.open_nursery() as outer:
+        backend = await start_recording_backend(outer)
+        async with trio.open_nursery() as nursery:
+            proxy = await nursery.start(
+                infrarust.serve, proxy_config(server("s", ["s.test"], [backend.address]))
+            )
+            assert proxy.port != 0
+            client = await trio.open_tcp_stream("127.0.0.1", proxy.port)
+            first = handshake("s.test") + login_start("Steve")
+            await client.send_all(first + b"x" * 1000)
+            assert await read_exactly(client, len(first) + 1000) == first + b"x" * 1000
+            await wait_until(lambda: len(proxy.sessions) == 1)
+            player = proxy.sessions[0]
+            await wait_until(lambda: player.traffic.backend_to_client == len(first) + 1000)
+            nursery.cancel_scope.cancel()
+        assert player.result == infrarust.ForwardResult(
+            len(first) + 1000, len(first) + 1000, infrarust.ForwardEndReason.SHUTDOWN
+        )
+        assert proxy.sessions == ()
+        assert await read_until_eof(client) == b""  # the proxy closed its side
+        outer.cancel_scope.cancel()
+    assert "reason=Shutdown" in caplog.text and "player=Steve" in caplog.text
+
+
+async def test_player_is_passive_but_can_be_disconnected(nursery: trio.Nursery, backend: Backend) -> None:
+    proxy = await start_proxy(nursery, proxy_config(server("s", ["s.test"], [backend.address])))
+    client = await connect(proxy)
+    await client.send_all(handshake("s.test") + login_start("Alex"))
+    await wait_until(lambda: len(proxy.sessions) == 1)
+    player = proxy.sessions[0]
+    assert (player.name, player.mode, player.server.name) == ("Alex", ProxyMode.PASSTHROUGH, "s")
+    with pytest.raises(infrarust.PlayerNotActiveError):
+        await player.send_message("hello")
+    with pytest.raises(infrarust.PlayerNotActiveError):
+        await player.switch_server("other")
+    first = handshake("s.test") + login_start("Alex")
+    assert await read_exactly(client, len(first)) == first
+    player.disconnect()
+    assert await read_until_eof(client) == b""
+    await wait_until(lambda: player.result is not None)
+    assert player.result is not None and player.result.reason is infrarust.ForwardEndReason.SHUTDOWN
+
+
+async def test_reload_routes_new_connections_and_keeps_sessions(nursery: trio.Nursery) -> None:
+    old = await start_recording_backend(nursery)
+    new = await start_recording_backend(nursery)
+    config = proxy_config(server("s", ["s.test"], [old.address]))
+    proxy = await start_proxy(nursery, config)
+    first = await connect(proxy)
+    await first.send_all(handshake("s.test") + login_start("Old"))
+    await wait_until(lambda: len(proxy.sessions) == 1)
+    assert proxy.reload(attrs.evolve(config, servers=(server("s", ["s.test"], [new.address]),)))
+    second = await connect(proxy)
+    await second.send_all(handshake("s.test") + login_start("New"))
+    await wait_until(lambda: len(new.received) == 1)
+    await first.send_all(b"after reload")  # the old session still relays to the old backend
+    await old.wait_for(0, len(handshake("s.test") + login_start("Old")) + 12)
+    assert len(old.received) == 1
+
+
+async def test_reload_from_a_broken_file_keeps_the_old_configuration(
+    nursery: trio.Nursery, backend: Backend, tmp_path: object
+) -> None:
+    import pathlib
+
+    assert isinstance(tmp_path, pathlib.Path)
+    (tmp_path / "servers").mkdir()
+    path = tmp_path / "infrarust.toml"
+    path.write_text('bind = "127.0.0.1:0"\n')
+    (tmp_path / "servers" / "s.toml").write_text(
+        f'domains = ["s.test"]\naddresses = ["127.0.0.1:{backend.port}"]\n'
+    )
+    proxy = await start_proxy(nursery, infrarust.load_config(path))
+    path.write_text('bind = "127.0.0.1:0"\nmax_connectoins = 3\n')  # a typo: rejected whole
+    assert not proxy.reload()
+    client = await connect(proxy)
+    await client.send_all(handshake("s.test") + login_start("Steve"))
+    await backend.wait_for(0, 1)
+    await client.aclose()
+
+
+async def test_read_timeout_ends_an_idle_session(nursery: trio.Nursery, backend: Backend) -> None:
+    proxy = await start_proxy(
+        nursery, proxy_config(server("s", ["s.test"], [backend.address], timeouts=Timeouts(read=0.3)))
+    )
+    client = await connect(proxy)
+    await client.send_all(handshake("s.test") + login_start("Idle"))
+    await wait_until(lambda: len(proxy.sessions) == 1)
+    player = proxy.sessions[0]
+    await read_until_eof(client, timeout=3)
+    await wait_until(lambda: player.result is not None)
+    assert player.result is not None and player.result.reason is infrarust.ForwardEndReason.ERROR
