@@ -14,6 +14,7 @@ import trio
 
 from infrarust.config import ConfigError, load_config, parse_address
 from infrarust.config._models import ProxyConfig
+from infrarust.ping import PingError, PingResult, legacy_ping, ping
 from infrarust.proxy import serve
 
 logger = logging.getLogger("infrarust")
@@ -35,6 +36,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     check = sub.add_parser("check", help="validate the configuration and print a summary")
     check.add_argument("-c", "--config", default=None, help="configuration file (default: ./infrarust.toml)")
+    ping = sub.add_parser(
+        "ping", help="ask a server (or a proxy) for its server-list status; exit 0 if answered"
+    )
+    ping.add_argument("address", metavar="HOST[:PORT]", help="where to connect (port defaults to 25565)")
+    ping.add_argument("--host", default=None, metavar="DOMAIN", help="the domain to put in the handshake")
+    ping.add_argument("--protocol", type=int, default=None, help="protocol version to announce")
+    ping.add_argument("--legacy", action="store_true", help="send a 1.6 legacy ping (0xFE) instead")
+    ping.add_argument("--timeout", type=float, default=5.0, metavar="S", help="give up after S seconds (5)")
     return parser
 
 
@@ -46,6 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = build_parser().parse_args(args)
     if options.command == "check":
         return _check(options.config)
+    if options.command == "ping":
+        return _ping(options)
     return _run(options.config, options.bind, options.log_level)
 
 
@@ -95,6 +106,31 @@ def _run(path: str | None, bind: str | None, level: str) -> int:
             file=sys.stderr,
         )
         return 1
+    return 0
+
+
+def _ping(options: argparse.Namespace) -> int:
+    try:
+        address = parse_address(options.address)
+    except ValueError as exc:
+        print(f"ping: {options.address}: {exc}", file=sys.stderr)
+        return 1
+
+    async def ask() -> PingResult | None:
+        kwargs = {} if options.protocol is None else {"protocol": options.protocol}
+        with trio.move_on_after(options.timeout):
+            if options.legacy:
+                return await legacy_ping(address.host, address.port, domain=options.host, **kwargs)
+            return await ping(address.host, address.port, domain=options.host, **kwargs)
+        raise PingError(f"no answer within {options.timeout:g}s")
+
+    try:
+        result = trio.run(ask)
+    except PingError as exc:
+        print(f"ping: {address}: {exc}", file=sys.stderr)
+        return 1
+    assert result is not None
+    print(result.to_json())
     return 0
 
 

@@ -16,8 +16,10 @@ from typing import Any, NoReturn
 import attrs
 import trio
 
+from infrarust._logfmt import quote
+from infrarust.backend import backend_handshake, connect_backend
 from infrarust.config import ProxyConfig, ServerConfig, load_config
-from infrarust.config._models import Address, ProxyMode, RewriteKind
+from infrarust.config._models import Address, ProxyMode, UnknownDomainBehavior
 from infrarust.protocol import (
     Handshake,
     HelloReader,
@@ -27,10 +29,12 @@ from infrarust.protocol import (
     NextState,
     PacketReader,
     ProtocolError,
+    encode_legacy_disconnect,
     encode_login_disconnect,
     parse_login_start,
 )
-from infrarust.routing import Router, rewrite_host
+from infrarust.routing import Router
+from infrarust.serverlist import ServerList
 from infrarust.transport import (
     ForwardEndReason,
     Forwarder,
@@ -54,6 +58,8 @@ LISTEN_BACKLOG = 4096
 # Accept errors that mean "out of a resource for a moment", not "the listener is broken".
 _ACCEPT_CAPACITY_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 ACCEPT_RETRY_DELAY = 0.1
+# What a player who typed an address no server claims is told (unknown_domain_behavior = "default_motd").
+UNKNOWN_DOMAIN_MESSAGE = "There is no server at this address. Check the address you typed."
 
 
 class PlayerNotActiveError(Exception):
@@ -123,6 +129,7 @@ class Proxy:
     def __init__(self, config: ProxyConfig) -> None:
         self._config = config
         self._router = Router(config.servers)
+        self._serverlist = ServerList(config)
         self._sessions: set[Player] = set()
         self._connections = 0
         self._forwarders: dict[ProxyMode, Forwarder] = {}
@@ -168,6 +175,7 @@ class Proxy:
             logger.warning("reload: bind changed to %s; it takes effect at the next start", config.bind)
         self._config = config
         self._router = Router(config.servers)
+        self._serverlist = ServerList(config)
         self._forwarders.clear()
         logger.info("configuration reloaded servers=%d", len(config.servers))
         return True
@@ -186,7 +194,7 @@ class Proxy:
                 except OSError as exc:
                     if exc.errno not in _ACCEPT_CAPACITY_ERRORS:
                         raise
-                    logger.error("accept failed, retrying error=%s", _quote(exc.strerror or str(exc)))
+                    logger.error("accept failed, retrying error=%s", quote(exc.strerror or str(exc)))
                     await trio.sleep(ACCEPT_RETRY_DELAY)
                     continue
                 nursery.start_soon(self._handle_connection, stream)
@@ -216,10 +224,10 @@ class Proxy:
             try:
                 hello = await _read_hello(stream)
             except ProtocolError as exc:
-                logger.info("bad handshake client=%s error=%s", client, _quote(str(exc)))
+                logger.info("bad handshake client=%s error=%s", client, quote(str(exc)))
                 return
             except trio.BrokenResourceError as exc:
-                logger.info("client reset before its handshake client=%s error=%s", client, _quote(str(exc)))
+                logger.info("client reset before its handshake client=%s error=%s", client, quote(str(exc)))
                 return
         if deadline.cancelled_caught:
             logger.info("handshake timeout client=%s after=%ss", client, _seconds(config.handshake_timeout))
@@ -228,25 +236,58 @@ class Proxy:
             logger.info("client closed before its handshake client=%s", client)
             return
         event = hello.event
-        if not isinstance(event, Handshake):
-            # Legacy (pre-1.7) pings and logins are answered by the server-list work; until then we say so.
-            logger.info("legacy client not supported yet client=%s kind=%s", client, type(event).__name__)
+        if isinstance(event, LegacyPing):
+            await self._legacy_ping(stream, event, router, config, client)
             return
-        server = router.route(event.host)
+        if isinstance(event, LegacyLogin):
+            handshake = Handshake(
+                event.protocol_version or 0, event.host or "", event.port or 0, NextState.LOGIN
+            )
+        else:
+            handshake = event
+        server = router.route(handshake.host)
         if server is None:
-            logger.info("unknown domain client=%s host=%s", client, _quote(event.host))
+            await self._unknown_domain(stream, hello, handshake, config, client)
             return
-        connected = await _connect(server, config)
+        if handshake.next_state == NextState.STATUS:
+            await self._serverlist.answer_status(stream, handshake, hello.rest, server)
+            return
+        connected = await connect_backend(server, config.connect_timeout)
         if connected is None:
             logger.info("backend unreachable server=%s client=%s", server.name, client)
-            if event.next_state != NextState.STATUS:
-                await _send_quietly(stream, encode_login_disconnect(server.disconnect_message))
+            await _send_quietly(stream, _refusal(hello, server.disconnect_message))
             return
         backend, address = connected
         try:
-            await self._relay(stream, backend, hello, event, server, address, client)
+            await self._relay(stream, backend, hello, handshake, server, address, client)
         finally:
             await trio.aclose_forcefully(backend)
+
+    async def _legacy_ping(
+        self, stream: trio.SocketStream, ping: LegacyPing, router: Router, config: ProxyConfig, client: str
+    ) -> None:
+        server = router.route(ping.host) if ping.host is not None else None
+        if server is None and config.unknown_domain_behavior is UnknownDomainBehavior.DROP:
+            logger.info("legacy ping dropped client=%s host=%s", client, quote(ping.host or "-"))
+            return
+        await self._serverlist.answer_legacy_ping(stream, ping, server)
+
+    async def _unknown_domain(
+        self, stream: trio.SocketStream, hello: _Hello, handshake: Handshake, config: ProxyConfig, client: str
+    ) -> None:
+        drop = config.unknown_domain_behavior is UnknownDomainBehavior.DROP
+        logger.info(
+            "unknown domain client=%s host=%s action=%s",
+            client,
+            quote(handshake.host),
+            "drop" if drop else "motd",
+        )
+        if drop:
+            return
+        if handshake.next_state == NextState.STATUS:
+            await self._serverlist.answer_status(stream, handshake, hello.rest, None)
+        else:
+            await _send_quietly(stream, _refusal(hello, UNKNOWN_DOMAIN_MESSAGE))
 
     async def _relay(
         self,
@@ -386,35 +427,17 @@ async def _read_login_start(
 
 def _first_bytes(hello: _Hello, handshake: Handshake, server: ServerConfig, address: Address) -> bytes:
     """What the backend gets before relaying: the handshake (rewritten if asked) and all that followed."""
-    rewrite = server.domain_rewrite
-    if rewrite.kind is RewriteKind.NONE:
+    if not isinstance(hello.event, Handshake):  # a legacy login is relayed exactly as it came
         return hello.received
-    new_name = rewrite.host if rewrite.kind is RewriteKind.EXPLICIT and rewrite.host else address.host
-    return handshake.with_host(rewrite_host(handshake.host, new_name)).encode() + hello.rest
+    shown = backend_handshake(handshake, server, address)
+    return hello.received if shown is handshake else shown.encode() + hello.rest
 
 
-async def _connect(server: ServerConfig, config: ProxyConfig) -> tuple[trio.SocketStream, Address] | None:
-    """Try the server's addresses in order, each under the connect timeout; None when none answers."""
-    timeout = server.timeouts.connect if server.timeouts.connect is not None else config.connect_timeout
-    for address in server.addresses:
-        with trio.move_on_after(timeout):
-            try:
-                return await trio.open_tcp_stream(address.host, address.port), address
-            except OSError as exc:
-                logger.info(
-                    "backend connect failed server=%s address=%s error=%s",
-                    server.name,
-                    address,
-                    _quote(str(exc)),
-                )
-                continue
-        logger.info(
-            "backend connect timed out server=%s address=%s after=%ss",
-            server.name,
-            address,
-            _seconds(timeout),
-        )
-    return None
+def _refusal(hello: _Hello, message: str) -> bytes:
+    """The packet that tells a logging-in client why it goes no further, in its own protocol's format."""
+    if isinstance(hello.event, LegacyLogin):
+        return encode_legacy_disconnect(message)
+    return encode_login_disconnect(message)
 
 
 async def _send_quietly(stream: trio.SocketStream, data: bytes) -> None:
@@ -425,11 +448,11 @@ async def _send_quietly(stream: trio.SocketStream, data: bytes) -> None:
 
 def _log_session_end(player: Player, result: ForwardResult) -> None:
     duration = trio.current_time() - player.started_at
-    extra = f" error={_quote(result.error)}" if result.error else ""
+    extra = f" error={quote(result.error)}" if result.error else ""
     logger.info(
         "session ended server=%s player=%s mode=%s c2b=%d b2c=%d reason=%s duration=%.3fs client=%s%s",
         player.server.name,
-        _quote(player.name or "-"),
+        quote(player.name or "-"),
         player.mode.value,
         result.client_to_backend,
         result.backend_to_client,
@@ -446,13 +469,6 @@ def _peer_name(stream: trio.SocketStream) -> str:
     except OSError:
         return "-"
     return str(Address(peer[0], peer[1]))
-
-
-def _quote(value: str) -> str:
-    """A log field value: bare when it is one plain word, else quoted with escapes (key=value lines)."""
-    if value and all(ch.isprintable() and ch not in ' "=' for ch in value):
-        return value
-    return '"' + value.encode("unicode_escape").decode("ascii").replace('"', '\\"') + '"'
 
 
 def _seconds(value: float) -> str:

@@ -22,8 +22,16 @@ from helpers import (
 )
 
 import infrarust
-from infrarust.config._models import Address, DomainRewrite, ProxyMode, RewriteKind, Timeouts
-from infrarust.protocol import NextState, PacketReader, encode_packet
+from infrarust.config._models import (
+    Address,
+    DomainRewrite,
+    ProxyMode,
+    RewriteKind,
+    Timeouts,
+    UnknownDomainBehavior,
+)
+from infrarust.protocol import PacketReader, encode_packet, read_string
+from infrarust.proxy import UNKNOWN_DOMAIN_MESSAGE
 
 MODES = [ProxyMode.PASSTHROUGH, ProxyMode.ZERO_COPY, ProxyMode.SERVER_ONLY]
 
@@ -34,6 +42,17 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
     return port
+
+
+def disconnect_text(reply: bytes) -> object:
+    """The JSON text component of the Login Disconnect that ``reply`` must consist of."""
+    reader = PacketReader()
+    reader.feed(reply)
+    packet = reader.next_packet()
+    assert packet is not None and packet.packet_id == 0x00
+    text, end = read_string(packet.body, 0)
+    assert end == len(packet.body) and reader.take_leftover() == b""
+    return json.loads(text)
 
 
 async def connect(proxy: infrarust.Proxy) -> trio.SocketStream:
@@ -78,17 +97,6 @@ async def test_bytes_in_the_same_write_as_the_handshake_arrive_in_order(
     await client.aclose()
 
 
-async def test_status_request_and_ping_in_the_handshake_write_are_relayed(
-    nursery: trio.Nursery, backend: Backend
-) -> None:
-    proxy = await start_proxy(nursery, proxy_config(server("s", ["s.test"], [backend.address])))
-    payload = handshake("s.test", NextState.STATUS) + encode_packet(0, b"") + encode_packet(1, bytes(8))
-    client = await connect(proxy)
-    await client.send_all(payload)
-    assert await backend.wait_for(0, len(payload)) == payload
-    await client.aclose()
-
-
 async def test_login_start_sent_later_is_forwarded_and_names_the_player(
     nursery: trio.Nursery, backend: Backend
 ) -> None:
@@ -126,13 +134,7 @@ async def test_unreachable_backend_gets_a_login_disconnect(nursery: trio.Nursery
     proxy = await start_proxy(nursery, config)
     client = await connect(proxy)
     await client.send_all(handshake("s.test") + login_start("Steve"))
-    reply = await read_until_eof(client)
-    reader = PacketReader()
-    reader.feed(reply)
-    packet = reader.next_packet()
-    assert packet is not None and packet.packet_id == 0x00
-    length = packet.body[0]  # the JSON is short enough for a one-byte VarInt length
-    assert json.loads(packet.body[1 : 1 + length]) == {"text": message}
+    assert disconnect_text(await read_until_eof(client)) == {"text": message}
 
 
 async def test_addresses_are_tried_in_order(nursery: trio.Nursery, backend: Backend) -> None:
@@ -145,8 +147,21 @@ async def test_addresses_are_tried_in_order(nursery: trio.Nursery, backend: Back
     await client.aclose()
 
 
-async def test_unknown_domain_is_closed_without_connecting(nursery: trio.Nursery, backend: Backend) -> None:
+async def test_unknown_domain_login_is_refused_without_connecting(
+    nursery: trio.Nursery, backend: Backend
+) -> None:
     proxy = await start_proxy(nursery, proxy_config(server("s", ["s.test"], [backend.address])))
+    client = await connect(proxy)
+    await client.send_all(handshake("elsewhere.test") + login_start("Steve"))
+    assert disconnect_text(await read_until_eof(client)) == {"text": UNKNOWN_DOMAIN_MESSAGE}
+    assert backend.received == []
+
+
+async def test_unknown_domain_is_dropped_under_drop(nursery: trio.Nursery, backend: Backend) -> None:
+    config = proxy_config(
+        server("s", ["s.test"], [backend.address]), unknown_domain_behavior=UnknownDomainBehavior.DROP
+    )
+    proxy = await start_proxy(nursery, config)
     client = await connect(proxy)
     await client.send_all(handshake("elsewhere.test") + login_start("Steve"))
     assert await read_until_eof(client) == b""

@@ -1,0 +1,111 @@
+"""A server-list ping client: what ``python -m infrarust ping`` runs, for operators and CI jobs."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import attrs
+import trio
+
+from infrarust.protocol import (
+    Handshake,
+    LegacyPingKind,
+    NextState,
+    PacketReader,
+    ProtocolError,
+    encode_legacy_ping,
+    encode_ping,
+    encode_status_request,
+    parse_legacy_kick,
+    parse_ping,
+    parse_status_response,
+)
+
+# The protocol a modern ping announces by default: 1.20.4. Servers answer any number; some MOTDs differ.
+DEFAULT_PING_PROTOCOL = 765
+# The protocol a 1.6 client announces in its legacy ping (1.6.4).
+LEGACY_PING_PROTOCOL = 78
+READ_SIZE = 65536
+MAX_STATUS_SIZE = 1 << 21
+
+
+@attrs.frozen
+class PingResult:
+    """A server's answer: the status as JSON-ready data and the round trip of the ping, in milliseconds."""
+
+    status: dict[str, Any]
+    rtt_ms: float
+
+    def to_json(self) -> str:
+        """The answer as one line of JSON."""
+        return json.dumps({"status": self.status, "rtt_ms": round(self.rtt_ms, 3)})
+
+
+class PingError(Exception):
+    """The server did not give a valid answer (the message says what happened)."""
+
+
+async def ping(
+    host: str, port: int = 25565, *, domain: str | None = None, protocol: int = DEFAULT_PING_PROTOCOL
+) -> PingResult:
+    """A modern status ping: handshake, status request, then a ping whose echo gives the round trip."""
+    try:
+        stream = await trio.open_tcp_stream(host, port)
+    except OSError as exc:
+        raise PingError(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
+    async with stream:
+        try:
+            handshake = Handshake(protocol, domain or host, port, NextState.STATUS)
+            await stream.send_all(handshake.encode() + encode_status_request())
+            reader = PacketReader(max_packet_size=MAX_STATUS_SIZE)
+            status_json = parse_status_response(await _next_packet(stream, reader))
+            token = int(trio.current_time() * 1000)
+            start = trio.current_time()
+            await stream.send_all(encode_ping(token))
+            echoed = parse_ping(await _next_packet(stream, reader))
+            rtt = (trio.current_time() - start) * 1000
+        except (ProtocolError, trio.BrokenResourceError) as exc:
+            raise PingError(f"bad answer from {host}:{port}: {exc}") from None
+    if echoed != token:
+        raise PingError(f"the server echoed {echoed} instead of {token}")
+    try:
+        status = json.loads(status_json)
+    except ValueError as exc:
+        raise PingError(f"the status is not JSON: {exc}") from None
+    if not isinstance(status, dict):
+        raise PingError("the status is not a JSON object")
+    return PingResult(status, rtt)
+
+
+async def legacy_ping(
+    host: str, port: int = 25565, *, domain: str | None = None, protocol: int = LEGACY_PING_PROTOCOL
+) -> PingResult:
+    """A 1.6 legacy ping (``FE 01 FA`` with ``MC|PingHost``); the round trip is the whole exchange."""
+    start = trio.current_time()
+    try:
+        stream = await trio.open_tcp_stream(host, port)
+    except OSError as exc:
+        raise PingError(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
+    async with stream:
+        try:
+            await stream.send_all(encode_legacy_ping(LegacyPingKind.V1_6, protocol, domain or host, port))
+            answer = bytearray()
+            while data := await stream.receive_some(READ_SIZE):
+                answer += data
+                if len(answer) > MAX_STATUS_SIZE:
+                    raise PingError("the legacy answer is too long")
+            kick = parse_legacy_kick(bytes(answer))
+        except (ProtocolError, trio.BrokenResourceError) as exc:
+            raise PingError(f"bad legacy answer from {host}:{port}: {exc}") from None
+    rtt = (trio.current_time() - start) * 1000
+    return PingResult(attrs.asdict(kick), rtt)
+
+
+async def _next_packet(stream: trio.SocketStream, reader: PacketReader) -> Any:
+    while (packet := reader.next_packet()) is None:
+        data = await stream.receive_some(READ_SIZE)
+        if not data:
+            raise PingError("the server closed the connection before answering")
+        reader.feed(data)
+    return packet

@@ -1,0 +1,159 @@
+"""Answering the server list: modern status (from the backend through the cache, or the proxy's own MOTDs)
+and legacy (pre-1.7) pings. The proxy hands connections here once it knows they only want the server list.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+
+from infrarust._logfmt import quote
+from infrarust.backend import backend_handshake, connect_backend
+from infrarust.config._models import ProxyConfig, ServerConfig
+from infrarust.protocol import (
+    Handshake,
+    LegacyPing,
+    NextState,
+    Packet,
+    PacketReader,
+    ProtocolError,
+    encode_legacy_kick,
+    encode_pong,
+    encode_status_request,
+    encode_status_response,
+    parse_ping,
+    parse_status_response,
+)
+from infrarust.status import (
+    BUILTIN_UNKNOWN_TEXT,
+    BUILTIN_UNREACHABLE_TEXT,
+    DEFAULT_MOTD_STATES,
+    UNREACHABLE_STATES,
+    StatusCache,
+    StatusUnavailable,
+    apply_online_motd,
+    legacy_view,
+    pick_motd,
+    proxy_status_json,
+)
+
+logger = logging.getLogger("infrarust")
+
+STATUS_ID = 0x00
+PING_ID = 0x01
+# A client's status request and ping are a few bytes; anything bigger is not a server-list client.
+CLIENT_PACKET_LIMIT = 64
+# A backend's status (favicon and Forge mod lists included) stays well below this.
+MAX_STATUS_SIZE = 1 << 21
+READ_SIZE = 65536
+# 1.4 and 1.5 clients do not say their protocol; answers made by the proxy use 1.5.2's so it shows as
+# compatible in the most common of them.
+LEGACY_V1_4_PROTOCOL = 61
+# The modern protocol asked of a backend on behalf of a legacy client (1.20.4); any number gets an answer.
+LEGACY_BACKEND_PROTOCOL = 765
+
+
+class ServerList:
+    """Server-list answers for one configuration, with its status cache."""
+
+    def __init__(self, config: ProxyConfig) -> None:
+        self.config = config
+        self.cache = StatusCache(config.status_cache.ttl, config.status_cache.max_entries)
+
+    async def answer_status(
+        self, stream: trio.SocketStream, handshake: Handshake, rest: bytes, server: ServerConfig | None
+    ) -> None:
+        """Answer status requests and the ping on a status connection, under ``handshake_timeout``.
+
+        ``rest`` holds what the client sent after its handshake (often the request and even the ping);
+        ``server`` None means the domain is unknown and the default MOTD answers.
+        """
+        reader = PacketReader(max_packet_size=CLIENT_PACKET_LIMIT)
+        reader.feed(rest)
+        with trio.move_on_after(self.config.handshake_timeout):
+            while True:
+                packet = reader.next_packet()
+                if packet is None:
+                    data = await stream.receive_some(READ_SIZE)
+                    if not data:
+                        return
+                    reader.feed(data)
+                    continue
+                if packet.packet_id == STATUS_ID:
+                    status = await self.status_json(server, handshake)
+                    await stream.send_all(encode_status_response(status))
+                elif packet.packet_id == PING_ID:
+                    await stream.send_all(encode_pong(parse_ping(packet)))
+                    return
+                else:
+                    raise ProtocolError(f"packet 0x{packet.packet_id:02x} is not a status request or a ping")
+
+    async def answer_legacy_ping(
+        self, stream: trio.SocketStream, ping: LegacyPing, server: ServerConfig | None
+    ) -> None:
+        """Answer a pre-1.7 ping in the 0xFF format its client expects, from the routed server's status."""
+        protocol = ping.protocol_version if ping.protocol_version is not None else LEGACY_V1_4_PROTOCOL
+        handshake = Handshake(LEGACY_BACKEND_PROTOCOL, ping.host or "", ping.port or 25565, NextState.STATUS)
+        view = legacy_view(await self.status_json(server, handshake, echo_protocol=protocol))
+        answer = encode_legacy_kick(
+            ping.kind,
+            motd=view.motd,
+            online=view.online,
+            max_players=view.max_players,
+            protocol=view.protocol if view.protocol is not None else protocol,
+            version_name=view.version_name,
+        )
+        await stream.send_all(answer)
+
+    async def status_json(
+        self, server: ServerConfig | None, handshake: Handshake, *, echo_protocol: int | None = None
+    ) -> str:
+        """The status JSON for a client: the backend's (cached, ``[motd.online]`` laid over), else a MOTD.
+
+        MOTDs made by the proxy carry ``echo_protocol`` (default: the handshake's), the client's own number.
+        """
+        echo = handshake.protocol_version if echo_protocol is None else echo_protocol
+        if server is None:
+            return proxy_status_json(
+                pick_motd(self.config.default_motd, DEFAULT_MOTD_STATES), BUILTIN_UNKNOWN_TEXT, echo
+            )
+
+        async def fetch() -> str:
+            return apply_online_motd(await self._fetch(server, handshake), server.motd.get("online"))
+
+        try:
+            return await self.cache.get((server.name, handshake.protocol_version), fetch)
+        except StatusUnavailable as exc:
+            logger.info("status unavailable server=%s error=%s", server.name, quote(str(exc)))
+            return proxy_status_json(
+                pick_motd(server.motd, UNREACHABLE_STATES), BUILTIN_UNREACHABLE_TEXT, echo
+            )
+
+    async def _fetch(self, server: ServerConfig, handshake: Handshake) -> str:
+        """One status exchange with the backend, with the client's (possibly rewritten) handshake."""
+        connected = await connect_backend(server, self.config.connect_timeout)
+        if connected is None:
+            raise StatusUnavailable("no backend address answered")
+        backend, address = connected
+        try:
+            with trio.move_on_after(self.config.handshake_timeout) as deadline:
+                request = backend_handshake(handshake, server, address).encode() + encode_status_request()
+                await backend.send_all(request)
+                return parse_status_response(await _next_packet(backend))
+            assert deadline.cancelled_caught
+            raise StatusUnavailable(f"no status answer within {self.config.handshake_timeout:g}s")
+        except (ProtocolError, trio.BrokenResourceError) as exc:
+            raise StatusUnavailable(f"bad status answer: {exc}") from None
+        finally:
+            await trio.aclose_forcefully(backend)
+
+
+async def _next_packet(stream: trio.SocketStream) -> Packet:
+    reader = PacketReader(max_packet_size=MAX_STATUS_SIZE)
+    while (packet := reader.next_packet()) is None:
+        data = await stream.receive_some(READ_SIZE)
+        if not data:
+            raise StatusUnavailable("the backend closed the connection before answering")
+        reader.feed(data)
+    return packet
