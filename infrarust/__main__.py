@@ -6,16 +6,17 @@ import argparse
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import attrs
 import trio
 
 from infrarust.config import ConfigError, load_config, parse_address
-from infrarust.config._models import ProxyConfig
+from infrarust.config._models import Address, ProxyConfig
 from infrarust.ping import PingError, PingResult, legacy_ping, ping
 from infrarust.proxy import serve
+from infrarust.workers import notify_ready, supervise, watch_parent
 
 logger = logging.getLogger("infrarust")
 COMMANDS = ("run", "check", "ping")
@@ -34,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--bind", default=None, metavar="HOST:PORT", help="listen here instead of the file's bind"
     )
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    # Set by the supervisor of `workers = N` on the processes it starts; not for people.
+    run.add_argument("--worker-id", type=int, default=None, help=argparse.SUPPRESS)
+    run.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
     check = sub.add_parser("check", help="validate the configuration and print a summary")
     check.add_argument("-c", "--config", default=None, help="configuration file (default: ./infrarust.toml)")
     ping = sub.add_parser(
@@ -57,11 +61,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check(options.config)
     if options.command == "ping":
         return _ping(options)
-    return _run(options.config, options.bind, options.log_level)
+    return _run(options.config, options.bind, options.log_level, options.worker_id, options.ready_fd)
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(stream=sys.stderr, level=level.upper(), format=LOG_FORMAT)
+def _setup_logging(level: str, worker_id: int | None = None) -> None:
+    log_format = (
+        LOG_FORMAT
+        if worker_id is None
+        else LOG_FORMAT.replace("%(message)s", f"worker={worker_id} %(message)s")
+    )
+    logging.basicConfig(stream=sys.stderr, level=level.upper(), format=log_format)
 
 
 def _load(path: str | None) -> ProxyConfig | None:
@@ -87,8 +96,8 @@ def _check(path: str | None) -> int:
     return 0
 
 
-def _run(path: str | None, bind: str | None, level: str) -> int:
-    _setup_logging(level)
+def _run(path: str | None, bind: str | None, level: str, worker_id: int | None, ready_fd: int | None) -> int:
+    _setup_logging(level, worker_id)
     config = _load(path)
     if config is None:
         return 1
@@ -98,13 +107,24 @@ def _run(path: str | None, bind: str | None, level: str) -> int:
         except ValueError as exc:
             print(f"--bind: {exc}", file=sys.stderr)
             return 1
-    try:
-        trio.run(_serve_until_signalled, config)
-    except OSError as exc:
-        print(
-            f"{Path(path or 'infrarust.toml')}: bind: cannot listen on {config.bind}: {exc.strerror or exc}",
-            file=sys.stderr,
+    if worker_id is not None:
+        config = attrs.evolve(config, so_reuseport=True, workers=1)
+    elif config.workers > 1 and sys.platform != "linux":
+        logger.warning(
+            "workers = %d needs Linux's SO_REUSEPORT balancing; running one process", config.workers
         )
+    elif config.workers > 1:
+        return _exit_code(lambda: trio.run(supervise, config, path, level), config, path)
+    return _exit_code(lambda: trio.run(_serve_until_signalled, config, ready_fd), config, path)
+
+
+def _exit_code(run: Callable[[], None], config: ProxyConfig, path: str | None) -> int:
+    """Run the proxy; a listener that cannot be opened is an error line and exit 1, not a traceback."""
+    try:
+        run()
+    except OSError as exc:
+        where = Path(path or "infrarust.toml")
+        print(f"{where}: bind: cannot listen on {config.bind}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     return 0
 
@@ -134,11 +154,16 @@ def _ping(options: argparse.Namespace) -> int:
     return 0
 
 
-async def _serve_until_signalled(config: ProxyConfig) -> None:
+async def _serve_until_signalled(config: ProxyConfig, ready_fd: int | None) -> None:
     # The receiver is open before the listener, so a signal sent as soon as "listening on" appears is seen.
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
             proxy = await nursery.start(serve, config)
+            if ready_fd is None:
+                logger.info("listening on %s", Address(*proxy.address))
+            else:  # a worker: its supervisor prints the one "listening on" line once all workers are up
+                nursery.start_soon(watch_parent, nursery.cancel_scope)
+                notify_ready(ready_fd)
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     proxy.reload()

@@ -160,7 +160,7 @@ class Proxy:
 
         Without an argument the configuration is loaded again from its file. A configuration that fails to
         load is rejected whole and the old one stays; the return value says whether the new one was taken.
-        The listener keeps its address: a changed ``bind`` takes effect at the next start.
+        ``bind`` and ``workers`` are read at start only: the listener keeps its address.
         """
         if config is None:
             if self._config.source is None:
@@ -171,8 +171,8 @@ class Proxy:
             except Exception as exc:  # a bad file must never take down a running proxy
                 logger.error("reload rejected, keeping the old configuration: %s", exc)
                 return False
-        if config.bind != self._config.bind:
-            logger.warning("reload: bind changed to %s; it takes effect at the next start", config.bind)
+        # The listener is already bound: bind (and workers) are start-time settings.
+        config = attrs.evolve(config, bind=self._config.bind, workers=self._config.workers)
         self._config = config
         self._router = Router(config.servers)
         self._serverlist = ServerList(config)
@@ -186,7 +186,7 @@ class Proxy:
         async with listener, trio.open_nursery() as nursery:
             sockname = listener.socket.getsockname()
             self.address = (sockname[0], sockname[1])
-            logger.info("listening on %s", Address(self.address[0], self.address[1]))
+            logger.debug("accepting on %s", Address(self.address[0], self.address[1]))
             task_status.started(self)
             while True:
                 try:
