@@ -6,17 +6,20 @@ start when logging in) -> route -> connect -> send what the client sent -> relay
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import logging
 import math
 import socket
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 import attrs
 import trio
 
 from infrarust._logfmt import quote
+from infrarust.admission import IpFilterRule, NetworkSet, RateLimiter, parse_ip
 from infrarust.backend import backend_handshake, connect_backend
 from infrarust.config import ProxyConfig, ServerConfig, load_config
 from infrarust.config._models import Address, ProxyMode, UnknownDomainBehavior
@@ -31,7 +34,9 @@ from infrarust.protocol import (
     ProtocolError,
     encode_legacy_disconnect,
     encode_login_disconnect,
+    encode_proxy_v2,
     parse_login_start,
+    parse_proxy_header,
 )
 from infrarust.routing import Router
 from infrarust.serverlist import ServerList
@@ -58,8 +63,11 @@ LISTEN_BACKLOG = 4096
 # Accept errors that mean "out of a resource for a moment", not "the listener is broken".
 _ACCEPT_CAPACITY_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 ACCEPT_RETRY_DELAY = 0.1
-# What a player who typed an address no server claims is told (unknown_domain_behavior = "default_motd").
+# What a refused player is told.
 UNKNOWN_DOMAIN_MESSAGE = "There is no server at this address. Check the address you typed."
+RATE_LIMITED_MESSAGE = "Too many connection attempts from your address. Please wait a moment and try again."
+FILTERED_MESSAGE = "You are not allowed to join this server."
+FULL_MESSAGE = "The server is full. Please try again later."
 
 
 class PlayerNotActiveError(Exception):
@@ -110,6 +118,35 @@ class Player:
         )
 
 
+class _Generation:
+    """Everything derived from one configuration; a reload swaps it whole, so a connection sees one."""
+
+    def __init__(self, config: ProxyConfig) -> None:
+        self.config = config
+        self.router = Router(config.servers)
+        self.serverlist = ServerList(config)
+        limits = config.rate_limit
+        self.login_limiter = RateLimiter(limits.max_connections, limits.window)
+        self.status_limiter = RateLimiter(limits.status_max, limits.status_window)
+        self.ip_rules = {server.name: IpFilterRule(server.ip_filter) for server in config.servers}
+        self.trusted = NetworkSet(config.proxy_protocol_trusted)
+
+
+@attrs.frozen
+class _Client:
+    """Where a connection comes from: the peer, or the client a trusted PROXY header names."""
+
+    address: tuple[str, int] | None
+    local: tuple[str, int] | None  # the proxy's address the client connected to
+
+    def __str__(self) -> str:
+        return str(Address(*self.address)) if self.address is not None else "-"
+
+    @property
+    def ip(self) -> str:
+        return self.address[0] if self.address is not None else "-"
+
+
 @attrs.frozen
 class _Hello:
     """What the client sent before relaying starts: the decoded first packet and every byte received."""
@@ -127,10 +164,9 @@ class Proxy:
     """
 
     def __init__(self, config: ProxyConfig) -> None:
-        self._config = config
-        self._router = Router(config.servers)
-        self._serverlist = ServerList(config)
+        self._generation = _Generation(config)
         self._sessions: set[Player] = set()
+        self._players_by_server: collections.Counter[str] = collections.Counter()
         self._connections = 0
         self._forwarders: dict[ProxyMode, Forwarder] = {}
         self.address: tuple[str, int] = (config.bind.host, config.bind.port)
@@ -138,7 +174,7 @@ class Proxy:
     @property
     def config(self) -> ProxyConfig:
         """The configuration new connections use."""
-        return self._config
+        return self._generation.config
 
     @property
     def port(self) -> int:
@@ -162,27 +198,27 @@ class Proxy:
         load is rejected whole and the old one stays; the return value says whether the new one was taken.
         ``bind`` and ``workers`` are read at start only: the listener keeps its address.
         """
+        current = self._generation.config
         if config is None:
-            if self._config.source is None:
+            if current.source is None:
                 logger.warning("reload skipped: the configuration was not loaded from a file")
                 return False
             try:
-                config = load_config(self._config.source)
+                config = load_config(current.source)
             except Exception as exc:  # a bad file must never take down a running proxy
                 logger.error("reload rejected, keeping the old configuration: %s", exc)
                 return False
         # The listener is already bound: bind (and workers) are start-time settings.
-        config = attrs.evolve(config, bind=self._config.bind, workers=self._config.workers)
-        self._config = config
-        self._router = Router(config.servers)
-        self._serverlist = ServerList(config)
+        config = attrs.evolve(config, bind=current.bind, workers=current.workers)
+        self._generation = _Generation(config)
         self._forwarders.clear()
         logger.info("configuration reloaded servers=%d", len(config.servers))
         return True
 
     async def run(self, *, task_status: trio.TaskStatus[Proxy] = trio.TASK_STATUS_IGNORED) -> NoReturn:
         """Listen, report this object through ``task_status`` once listening, and serve until cancelled."""
-        listener = await open_listener(self._config.bind, reuseport=self._config.so_reuseport)
+        config = self._generation.config
+        listener = await open_listener(config.bind, reuseport=config.so_reuseport)
         async with listener, trio.open_nursery() as nursery:
             sockname = listener.socket.getsockname()
             self.address = (sockname[0], sockname[1])
@@ -200,29 +236,36 @@ class Proxy:
                 nursery.start_soon(self._handle_connection, stream)
 
     async def _handle_connection(self, stream: trio.SocketStream) -> None:
-        client = _peer_name(stream)
         try:
-            limit = self._config.max_connections
+            limit = self._generation.config.max_connections
             if limit and self._connections >= limit:
-                logger.info("connection refused client=%s reason=max_connections limit=%d", client, limit)
+                logger.info(
+                    "connection refused client=%s reason=max_connections limit=%d", _peer(stream), limit
+                )
                 return
             self._connections += 1
             try:
-                await self._handle_client(stream, client)
+                await self._handle_client(stream)
             except Exception:  # one broken connection must never take the proxy down
-                logger.exception("connection failed client=%s", client)
+                logger.exception("connection failed client=%s", _peer(stream))
             finally:
                 self._connections -= 1
         finally:
             await trio.aclose_forcefully(stream)
 
-    async def _handle_client(self, stream: trio.SocketStream, client: str) -> None:
-        config = self._config  # a reload mid-connection does not change the routes this one started with
-        router = self._router
+    async def _handle_client(self, stream: trio.SocketStream) -> None:
+        generation = self._generation  # a reload mid-connection does not change what this one sees
+        config = generation.config
+        client = _Client(_address(stream.socket.getpeername), _address(stream.socket.getsockname))
         hello: _Hello | None = None
         with trio.move_on_after(config.handshake_timeout) as deadline:
             try:
-                hello = await _read_hello(stream)
+                initial = b""
+                if config.receive_proxy_protocol and (
+                    not generation.trusted or parse_ip(client.ip) in generation.trusted
+                ):
+                    client, initial = await _read_proxy_header(stream, client)
+                hello = await _read_hello(stream, initial)
             except ProtocolError as exc:
                 logger.info("bad handshake client=%s error=%s", client, quote(str(exc)))
                 return
@@ -237,20 +280,43 @@ class Proxy:
             return
         event = hello.event
         if isinstance(event, LegacyPing):
-            await self._legacy_ping(stream, event, router, config, client)
-            return
-        if isinstance(event, LegacyLogin):
+            handshake = Handshake(
+                event.protocol_version or 0, event.host or "", event.port or 0, NextState.STATUS
+            )
+        elif isinstance(event, LegacyLogin):
             handshake = Handshake(
                 event.protocol_version or 0, event.host or "", event.port or 0, NextState.LOGIN
             )
         else:
             handshake = event
-        server = router.route(handshake.host)
-        if server is None:
-            await self._unknown_domain(stream, hello, handshake, config, client)
+        status = handshake.next_state == NextState.STATUS
+        limiter = generation.status_limiter if status else generation.login_limiter
+        if not limiter.allow(client.ip, trio.current_time()):
+            logger.info("rate limited client=%s kind=%s", client, "status" if status else "login")
+            if not status:
+                await _send_quietly(stream, _refusal(hello, RATE_LIMITED_MESSAGE))
             return
-        if handshake.next_state == NextState.STATUS:
-            await self._serverlist.answer_status(stream, handshake, hello.rest, server)
+        server = generation.router.route(handshake.host) if handshake.host else None
+        if server is None:
+            await self._unknown_domain(stream, hello, handshake, generation, client)
+            return
+        if not generation.ip_rules[server.name].allows(parse_ip(client.ip)):
+            logger.info("ip filtered server=%s client=%s", server.name, client)
+            if not status:
+                await _send_quietly(stream, _refusal(hello, FILTERED_MESSAGE))
+            return
+        proxy_header = _outbound_proxy_header(server, client)
+        if isinstance(event, LegacyPing):
+            await generation.serverlist.answer_legacy_ping(stream, event, server, proxy_header)
+            return
+        if status:
+            await generation.serverlist.answer_status(stream, handshake, hello.rest, server, proxy_header)
+            return
+        if server.max_players and self._players_by_server[server.name] >= server.max_players:
+            logger.info(
+                "server full server=%s client=%s max_players=%d", server.name, client, server.max_players
+            )
+            await _send_quietly(stream, _refusal(hello, FULL_MESSAGE))
             return
         connected = await connect_backend(server, config.connect_timeout)
         if connected is None:
@@ -259,33 +325,32 @@ class Proxy:
             return
         backend, address = connected
         try:
-            await self._relay(stream, backend, hello, handshake, server, address, client)
+            first = proxy_header + _first_bytes(hello, handshake, server, address)
+            await self._relay(stream, backend, first, hello, handshake, server, client, config)
         finally:
             await trio.aclose_forcefully(backend)
 
-    async def _legacy_ping(
-        self, stream: trio.SocketStream, ping: LegacyPing, router: Router, config: ProxyConfig, client: str
-    ) -> None:
-        server = router.route(ping.host) if ping.host is not None else None
-        if server is None and config.unknown_domain_behavior is UnknownDomainBehavior.DROP:
-            logger.info("legacy ping dropped client=%s host=%s", client, quote(ping.host or "-"))
-            return
-        await self._serverlist.answer_legacy_ping(stream, ping, server)
-
     async def _unknown_domain(
-        self, stream: trio.SocketStream, hello: _Hello, handshake: Handshake, config: ProxyConfig, client: str
+        self,
+        stream: trio.SocketStream,
+        hello: _Hello,
+        handshake: Handshake,
+        generation: _Generation,
+        client: _Client,
     ) -> None:
-        drop = config.unknown_domain_behavior is UnknownDomainBehavior.DROP
+        drop = generation.config.unknown_domain_behavior is UnknownDomainBehavior.DROP
         logger.info(
             "unknown domain client=%s host=%s action=%s",
             client,
-            quote(handshake.host),
+            quote(handshake.host or "-"),
             "drop" if drop else "motd",
         )
         if drop:
             return
-        if handshake.next_state == NextState.STATUS:
-            await self._serverlist.answer_status(stream, handshake, hello.rest, None)
+        if isinstance(hello.event, LegacyPing):
+            await generation.serverlist.answer_legacy_ping(stream, hello.event, None, b"")
+        elif handshake.next_state == NextState.STATUS:
+            await generation.serverlist.answer_status(stream, handshake, hello.rest, None, b"")
         else:
             await _send_quietly(stream, _refusal(hello, UNKNOWN_DOMAIN_MESSAGE))
 
@@ -293,24 +358,24 @@ class Proxy:
         self,
         client_stream: trio.SocketStream,
         backend: trio.SocketStream,
+        first: bytes,
         hello: _Hello,
         handshake: Handshake,
         server: ServerConfig,
-        address: Address,
-        client: str,
+        client: _Client,
+        config: ProxyConfig,
     ) -> None:
-        config = self._config
         for stream in (client_stream, backend):
             tune_socket(stream, config.keepalive)
-        player = Player(server, client, handshake, hello.login, trio.current_time())
+        player = Player(server, str(client), handshake, hello.login, trio.current_time())
         self._sessions.add(player)
+        self._players_by_server[server.name] += 1
         result: ForwardResult | None = None
         try:
-            first = _first_bytes(hello, handshake, server, address)
             await backend.send_all(first)
             player.traffic.client_to_backend += len(first)
             with player._cancel_scope:
-                result = await self._forwarder(server.proxy_mode).forward(
+                result = await self._forwarder(server.proxy_mode, config).forward(
                     client_stream,
                     backend,
                     player.traffic,
@@ -323,15 +388,16 @@ class Proxy:
             result = player.traffic.result(ForwardEndReason.ERROR, str(exc) or "backend closed early")
         finally:
             self._sessions.discard(player)
+            self._players_by_server[server.name] -= 1
             if result is None:  # cancelled from outside: the proxy is shutting down
                 result = player.traffic.result(ForwardEndReason.SHUTDOWN)
             player.result = result
             _log_session_end(player, result)
 
-    def _forwarder(self, mode: ProxyMode) -> Forwarder:
+    def _forwarder(self, mode: ProxyMode, config: ProxyConfig) -> Forwarder:
         forwarder = self._forwarders.get(mode)
         if forwarder is None:
-            forwarder = select_forwarder(mode, pipe_size=self._config.zero_copy.pipe_size)
+            forwarder = select_forwarder(mode, pipe_size=config.zero_copy.pipe_size)
             self._forwarders[mode] = forwarder
         return forwarder
 
@@ -366,14 +432,31 @@ async def open_listener(bind: Address, *, reuseport: bool = False) -> trio.Socke
     return trio.SocketListener(sock)
 
 
-async def _read_hello(stream: trio.SocketStream) -> _Hello | None:
+async def _read_proxy_header(stream: trio.SocketStream, client: _Client) -> tuple[_Client, bytes]:
+    """Read the PROXY v1/v2 header a load balancer puts first; returns the client it names and the bytes
+    that came after it. A LOCAL / UNKNOWN header (health checks) keeps the peer's own address.
+    """
+    received = bytearray()
+    while (parsed := parse_proxy_header(received)) is None:
+        data = await stream.receive_some(HELLO_READ_SIZE)
+        if not data:
+            raise ProtocolError("closed in the middle of the PROXY header" if received else "no PROXY header")
+        received += data
+    header, consumed = parsed
+    if header.source is not None:
+        client = _Client(header.source, header.destination or client.local)
+    return client, bytes(received[consumed:])
+
+
+async def _read_hello(stream: trio.SocketStream, initial: bytes = b"") -> _Hello | None:
     """Read the client's first packet, and for a login its login start; None if the client closed first.
 
-    The caller bounds this with ``handshake_timeout``; every byte read is kept, in order, for the backend.
+    ``initial`` holds bytes already read (after a PROXY header). The caller bounds this with
+    ``handshake_timeout``; every byte read is kept, in order, for the backend.
     """
     reader = HelloReader()
-    received = bytearray()
-    event: Handshake | LegacyPing | LegacyLogin | None = None
+    received = bytearray(initial)
+    event: Handshake | LegacyPing | LegacyLogin | None = reader.feed(initial) if initial else None
     while event is None:
         if reader.legacy_ping_pending:
             data = b""
@@ -433,6 +516,13 @@ def _first_bytes(hello: _Hello, handshake: Handshake, server: ServerConfig, addr
     return hello.received if shown is handshake else shown.encode() + hello.rest
 
 
+def _outbound_proxy_header(server: ServerConfig, client: _Client) -> bytes:
+    """The PROXY v2 header a server with ``send_proxy_protocol`` gets first, naming the real client."""
+    if not server.send_proxy_protocol or client.address is None or client.local is None:
+        return b""
+    return encode_proxy_v2(client.address, client.local)
+
+
 def _refusal(hello: _Hello, message: str) -> bytes:
     """The packet that tells a logging-in client why it goes no further, in its own protocol's format."""
     if isinstance(hello.event, LegacyLogin):
@@ -463,12 +553,17 @@ def _log_session_end(player: Player, result: ForwardResult) -> None:
     )
 
 
-def _peer_name(stream: trio.SocketStream) -> str:
+def _address(get: Callable[[], Any]) -> tuple[str, int] | None:
+    """``getpeername`` / ``getsockname`` as (host, port), None when the socket is already gone."""
     try:
-        peer: Any = stream.socket.getpeername()
+        name = get()
     except OSError:
-        return "-"
-    return str(Address(peer[0], peer[1]))
+        return None
+    return (name[0], name[1])
+
+
+def _peer(stream: trio.SocketStream) -> str:
+    return str(_Client(_address(stream.socket.getpeername), None))
 
 
 def _seconds(value: float) -> str:

@@ -62,12 +62,18 @@ class ServerList:
         self.cache = StatusCache(config.status_cache.ttl, config.status_cache.max_entries)
 
     async def answer_status(
-        self, stream: trio.SocketStream, handshake: Handshake, rest: bytes, server: ServerConfig | None
+        self,
+        stream: trio.SocketStream,
+        handshake: Handshake,
+        rest: bytes,
+        server: ServerConfig | None,
+        proxy_header: bytes = b"",
     ) -> None:
         """Answer status requests and the ping on a status connection, under ``handshake_timeout``.
 
         ``rest`` holds what the client sent after its handshake (often the request and even the ping);
-        ``server`` None means the domain is unknown and the default MOTD answers.
+        ``server`` None means the domain is unknown and the default MOTD answers; ``proxy_header`` goes to
+        the backend first when the server wants one.
         """
         reader = PacketReader(max_packet_size=CLIENT_PACKET_LIMIT)
         reader.feed(rest)
@@ -81,7 +87,7 @@ class ServerList:
                     reader.feed(data)
                     continue
                 if packet.packet_id == STATUS_ID:
-                    status = await self.status_json(server, handshake)
+                    status = await self.status_json(server, handshake, proxy_header)
                     await stream.send_all(encode_status_response(status))
                 elif packet.packet_id == PING_ID:
                     await stream.send_all(encode_pong(parse_ping(packet)))
@@ -90,12 +96,16 @@ class ServerList:
                     raise ProtocolError(f"packet 0x{packet.packet_id:02x} is not a status request or a ping")
 
     async def answer_legacy_ping(
-        self, stream: trio.SocketStream, ping: LegacyPing, server: ServerConfig | None
+        self,
+        stream: trio.SocketStream,
+        ping: LegacyPing,
+        server: ServerConfig | None,
+        proxy_header: bytes = b"",
     ) -> None:
         """Answer a pre-1.7 ping in the 0xFF format its client expects, from the routed server's status."""
         protocol = ping.protocol_version if ping.protocol_version is not None else LEGACY_V1_4_PROTOCOL
         handshake = Handshake(LEGACY_BACKEND_PROTOCOL, ping.host or "", ping.port or 25565, NextState.STATUS)
-        view = legacy_view(await self.status_json(server, handshake, echo_protocol=protocol))
+        view = legacy_view(await self.status_json(server, handshake, proxy_header, echo_protocol=protocol))
         answer = encode_legacy_kick(
             ping.kind,
             motd=view.motd,
@@ -107,7 +117,12 @@ class ServerList:
         await stream.send_all(answer)
 
     async def status_json(
-        self, server: ServerConfig | None, handshake: Handshake, *, echo_protocol: int | None = None
+        self,
+        server: ServerConfig | None,
+        handshake: Handshake,
+        proxy_header: bytes = b"",
+        *,
+        echo_protocol: int | None = None,
     ) -> str:
         """The status JSON for a client: the backend's (cached, ``[motd.online]`` laid over), else a MOTD.
 
@@ -120,7 +135,9 @@ class ServerList:
             )
 
         async def fetch() -> str:
-            return apply_online_motd(await self._fetch(server, handshake), server.motd.get("online"))
+            return apply_online_motd(
+                await self._fetch(server, handshake, proxy_header), server.motd.get("online")
+            )
 
         try:
             return await self.cache.get((server.name, handshake.protocol_version), fetch)
@@ -130,7 +147,7 @@ class ServerList:
                 pick_motd(server.motd, UNREACHABLE_STATES), BUILTIN_UNREACHABLE_TEXT, echo
             )
 
-    async def _fetch(self, server: ServerConfig, handshake: Handshake) -> str:
+    async def _fetch(self, server: ServerConfig, handshake: Handshake, proxy_header: bytes) -> str:
         """One status exchange with the backend, with the client's (possibly rewritten) handshake."""
         connected = await connect_backend(server, self.config.connect_timeout)
         if connected is None:
@@ -138,7 +155,8 @@ class ServerList:
         backend, address = connected
         try:
             with trio.move_on_after(self.config.handshake_timeout) as deadline:
-                request = backend_handshake(handshake, server, address).encode() + encode_status_request()
+                shown = backend_handshake(handshake, server, address)
+                request = proxy_header + shown.encode() + encode_status_request()
                 await backend.send_all(request)
                 return parse_status_response(await _next_packet(backend))
             assert deadline.cancelled_caught

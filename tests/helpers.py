@@ -10,7 +10,7 @@ import attrs
 import trio
 
 import infrarust
-from infrarust.config._models import Address, ProxyConfig, ProxyMode, ServerConfig
+from infrarust.config._models import Address, ProxyConfig, ProxyMode, RateLimit, ServerConfig
 from infrarust.protocol import Handshake, NextState, encode_packet, encode_string
 
 
@@ -71,9 +71,13 @@ def server(
     return attrs.evolve(base, **changes) if changes else base
 
 
+# Tests open many connections from 127.0.0.1; the per-IP budgets are tested on their own.
+NO_RATE_LIMIT = RateLimit(max_connections=0, status_max=0)
+
+
 def proxy_config(*servers: ServerConfig, **changes: Any) -> ProxyConfig:
-    """A proxy configuration on a free loopback port."""
-    config = ProxyConfig(bind=Address("127.0.0.1", 0), servers=servers)
+    """A proxy configuration on a free loopback port, without per-IP rate limits."""
+    config = ProxyConfig(bind=Address("127.0.0.1", 0), servers=servers, rate_limit=NO_RATE_LIMIT)
     return attrs.evolve(config, **changes) if changes else config
 
 

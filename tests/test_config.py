@@ -754,14 +754,8 @@ def test_favicon_not_64x64_warns(main: Path, caplog: pytest.LogCaptureFixture) -
 
 # A non-default value for each key of NOT_YET_ENFORCED: (in the main file rather than a server file, TOML).
 NOT_ENFORCED_EXAMPLES = {
-    "receive_proxy_protocol": (True, "receive_proxy_protocol = true"),
-    "proxy_protocol_trusted": (True, "proxy_protocol_trusted = ['10.0.0.0/8']"),
-    "rate_limit": (True, "[rate_limit]\nwindow = '1m'"),
     "ban": (True, "[ban]\nenable_audit_log = false"),
     "metrics": (True, "[metrics]"),
-    "send_proxy_protocol": (False, "send_proxy_protocol = true"),
-    "max_players": (False, "max_players = 20"),
-    "ip_filter": (False, "[ip_filter]\nblacklist = ['10.0.0.0/8']"),
 }
 NOT_ENFORCED_KEYS = [key for keys in NOT_YET_ENFORCED.values() for key in keys]
 
@@ -801,9 +795,7 @@ def test_not_yet_enforced_keys_at_their_defaults_do_not_warn(
 
 
 def test_warnings_are_logged_even_when_loading_fails(main: Path, caplog: pytest.LogCaptureFixture) -> None:
-    write(main, "receive_proxy_protocol = true\n")
+    write(main, "[metrics]\n")
     server_file(main, "a.toml", "addresses = []\n")
     problems(main)
-    assert warnings(caplog) == [
-        f"{main}: receive_proxy_protocol: receive_proxy_protocol is accepted but not enforced yet"
-    ]
+    assert warnings(caplog) == [f"{main}: metrics: metrics is accepted but not enforced yet"]

@@ -69,7 +69,7 @@ async def test_workers_share_the_port_restart_and_stop_together(tmp_path: Path, 
     (tmp_path / "servers" / "w.toml").write_text(
         f'domains = ["w.test"]\naddresses = ["127.0.0.1:{backend.port}"]\n'
     )
-    (tmp_path / "infrarust.toml").write_text("workers = 2\n")
+    (tmp_path / "infrarust.toml").write_text("workers = 2\n[rate_limit]\nmax_connections = 0\n")
     process = await trio.lowlevel.open_process(
         [sys.executable, "-m", "infrarust", "-c", str(tmp_path / "infrarust.toml"), "--bind", "127.0.0.1:0"],
         cwd=ROOT,

@@ -33,8 +33,8 @@ DEFAULT_CONFIG_FILE: Final = "infrarust.toml"
 # logs "<key> is accepted but not enforced yet". Remove a key from here when its feature lands.
 NOT_YET_ENFORCED: Final[Mapping[type, tuple[str, ...]]] = MappingProxyType(
     {
-        ProxyConfig: ("receive_proxy_protocol", "proxy_protocol_trusted", "rate_limit", "ban", "metrics"),
-        ServerConfig: ("send_proxy_protocol", "max_players", "ip_filter"),
+        ProxyConfig: ("ban", "metrics"),
+        ServerConfig: (),
     }
 )
 
