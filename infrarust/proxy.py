@@ -246,6 +246,10 @@ class Proxy:
             self._connections += 1
             try:
                 await self._handle_client(stream)
+            except ProtocolError as exc:  # a client speaking nonsense after its handshake (server list)
+                logger.info("bad packet client=%s error=%s", _peer(stream), quote(str(exc)))
+            except trio.BrokenResourceError as exc:
+                logger.info("client connection lost client=%s error=%s", _peer(stream), quote(str(exc)))
             except Exception:  # one broken connection must never take the proxy down
                 logger.exception("connection failed client=%s", _peer(stream))
             finally:

@@ -14,6 +14,7 @@ from infrarust.config._models import ProxyConfig, ServerConfig
 from infrarust.protocol import (
     Handshake,
     LegacyPing,
+    LegacyPingKind,
     NextState,
     Packet,
     PacketReader,
@@ -50,6 +51,8 @@ READ_SIZE = 65536
 # 1.4 and 1.5 clients do not say their protocol; answers made by the proxy use 1.5.2's so it shows as
 # compatible in the most common of them.
 LEGACY_V1_4_PROTOCOL = 61
+# A 1.6 ping cut short before its MC|PingHost body gets 1.6.4's.
+LEGACY_V1_6_PROTOCOL = 78
 # The modern protocol asked of a backend on behalf of a legacy client (1.20.4); any number gets an answer.
 LEGACY_BACKEND_PROTOCOL = 765
 
@@ -77,23 +80,31 @@ class ServerList:
         """
         reader = PacketReader(max_packet_size=CLIENT_PACKET_LIMIT)
         reader.feed(rest)
-        with trio.move_on_after(self.config.handshake_timeout):
-            while True:
-                packet = reader.next_packet()
-                if packet is None:
+        # Each wait for the client gets the whole handshake_timeout, while the backend exchange has its own
+        # timeouts: a backend that never answers still leaves the client time for its ping. One request
+        # per connection, as vanilla servers allow, keeps the connection's life bounded.
+        answered = False
+        while True:
+            packet = reader.next_packet()
+            if packet is None:
+                data = b""
+                with trio.move_on_after(self.config.handshake_timeout):
                     data = await stream.receive_some(READ_SIZE)
-                    if not data:
-                        return
-                    reader.feed(data)
-                    continue
-                if packet.packet_id == STATUS_ID:
-                    status = await self.status_json(server, handshake, proxy_header)
-                    await stream.send_all(encode_status_response(status))
-                elif packet.packet_id == PING_ID:
-                    await stream.send_all(encode_pong(parse_ping(packet)))
+                if not data:
                     return
-                else:
-                    raise ProtocolError(f"packet 0x{packet.packet_id:02x} is not a status request or a ping")
+                reader.feed(data)
+                continue
+            if packet.packet_id == STATUS_ID and not answered:
+                status = await self.status_json(server, handshake, proxy_header)
+                await stream.send_all(encode_status_response(status))
+                answered = True
+            elif packet.packet_id == PING_ID:
+                await stream.send_all(encode_pong(parse_ping(packet)))
+                return
+            else:
+                raise ProtocolError(
+                    f"packet 0x{packet.packet_id:02x} is not a (first) status request or a ping"
+                )
 
     async def answer_legacy_ping(
         self,
@@ -103,7 +114,9 @@ class ServerList:
         proxy_header: bytes = b"",
     ) -> None:
         """Answer a pre-1.7 ping in the 0xFF format its client expects, from the routed server's status."""
-        protocol = ping.protocol_version if ping.protocol_version is not None else LEGACY_V1_4_PROTOCOL
+        protocol = ping.protocol_version
+        if protocol is None:
+            protocol = LEGACY_V1_6_PROTOCOL if ping.kind is LegacyPingKind.V1_6 else LEGACY_V1_4_PROTOCOL
         handshake = Handshake(LEGACY_BACKEND_PROTOCOL, ping.host or "", ping.port or 25565, NextState.STATUS)
         view = legacy_view(await self.status_json(server, handshake, proxy_header, echo_protocol=protocol))
         answer = encode_legacy_kick(

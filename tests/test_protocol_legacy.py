@@ -32,8 +32,8 @@ def test_beta_kick() -> None:
         protocol=78,
         version_name="1.6.4",
     )
-    # § separates the fields in this form, so the MOTD's colour codes cannot stay.
-    assert raw == b"\xff" + string16("A cred server§3§20")
+    # § separates the fields in this form, so the MOTD's colour codes go, letter and all.
+    assert raw == b"\xff" + string16("A red server§3§20")
 
 
 @pytest.mark.parametrize("kind", [LegacyPingKind.V1_4, LegacyPingKind.V1_6])

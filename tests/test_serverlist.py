@@ -30,7 +30,7 @@ from _status_helpers import (
     start_silent_server,
     status_json,
 )
-from helpers import proxy_config, read_exactly, server, start_proxy, start_recording_backend
+from helpers import proxy_config, read_exactly, read_until_eof, server, start_proxy, start_recording_backend
 
 import infrarust
 from infrarust.config import load_config
@@ -381,12 +381,6 @@ async def test_backend_that_answers_nonsense_gets_the_unreachable_motd(
     assert answer.json["version"]["protocol"] == 340
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a backend that accepts but never answers status gets the client no answer at all: "
-    "answer_status's handshake_timeout scope expires before _fetch's own, so StatusUnavailable "
-    "is never raised and the connection is closed silently",
-)
 async def test_backend_that_never_answers_gets_the_unreachable_motd(nursery: trio.Nursery) -> None:
     silent = await start_silent_server(nursery)
     config = proxy_config(
@@ -582,23 +576,12 @@ async def test_beta_ping_with_the_builtin_text(nursery: trio.Nursery) -> None:
     assert decode_legacy_kick_text(answer) == "Unknown server: check the address§0§0"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the Beta answer strips only the § of a colour code and leaves its letter: "
-    "'§cUnknown server' is shown as 'cUnknown server' (encode_legacy_kick, BETA branch)",
-)
 async def test_beta_ping_strips_whole_colour_codes(nursery: trio.Nursery) -> None:
     proxy, _ = await legacy_setup(nursery, default_motd={"online": Motd(text="§cUnknown §lserver")})
     answer = await legacy_ping(proxy.port, LegacyPingKind.BETA)
     assert decode_legacy_kick_text(answer) == "Unknown server§0§0"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FE 01 FA with nothing after it (what mcstatus' LegacyServer and 1.7-1.19 vanilla's handler "
-    "accept as a 1.6 ping) is never answered: _read_hello waits for the MC|PingHost body until "
-    "handshake_timeout, then closes without a reply",
-)
 async def test_bare_fe_01_fa_is_answered_like_a_hostless_ping(nursery: trio.Nursery) -> None:
     proxy, _ = await legacy_setup(
         nursery, default_motd={"online": Motd(text="Hostless", max_players=4)}, handshake_timeout=1.0
@@ -671,12 +654,6 @@ async def test_legacy_login_for_a_down_backend_gets_its_disconnect_message(nurse
 # --- misbehaving status clients ------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a status connection that sends a packet other than request/ping (or one over the 64-byte "
-    "limit) makes the proxy log 'connection failed' at ERROR with a traceback: the ProtocolError "
-    "from ServerList.answer_status reaches Proxy._handle_connection's catch-all",
-)
 @pytest.mark.parametrize(
     "bad", [encode_packet(0x05, b"chat"), encode_packet(0x00, bytes(100))], ids=["unknown-id", "oversize"]
 )
@@ -691,3 +668,16 @@ async def test_bad_status_packet_is_closed_quietly(
     assert (await ask_status(proxy.port, "lobby.test")).text == fake.status_json  # others unaffected
     assert not [record for record in caplog.records if record.levelno >= logging.ERROR], caplog.text
     assert "Traceback" not in caplog.text
+
+
+async def test_a_second_status_request_closes_the_connection(nursery: trio.Nursery) -> None:
+    proxy = await start_proxy(nursery, proxy_config())
+    stream = await trio.open_tcp_stream("127.0.0.1", proxy.port)
+    first = Handshake(765, "nowhere.test", 25565, NextState.STATUS).encode() + encode_status_request()
+    await stream.send_all(first + encode_status_request())
+    reader = PacketReader()
+    reply = await read_until_eof(stream)
+    reader.feed(reply)
+    packet = reader.next_packet()
+    assert packet is not None and "Unknown server" in parse_status_response(packet)
+    assert reader.next_packet() is None and reader.take_leftover() == b""

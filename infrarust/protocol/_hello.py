@@ -31,6 +31,7 @@ Hello = Handshake | LegacyPing | LegacyLogin
 
 _BETA_PING = bytes((LEGACY_PING_ID,))
 _V1_4_PING = bytes((LEGACY_PING_ID, 0x01))
+_V1_6_PING = bytes((LEGACY_PING_ID, 0x01, PLUGIN_MESSAGE_ID))
 
 
 class HelloReader:
@@ -49,10 +50,12 @@ class HelloReader:
 
     @property
     def legacy_ping_pending(self) -> bool:
-        """True while the bytes are exactly ``FE`` or ``FE 01``: a complete Beta or 1.4 ping if nothing else
-        arrives. The caller should wait briefly for more and then call :meth:`feed_eof`.
+        """True while the bytes are exactly ``FE`` or ``FE 01``, or an unfinished ``FE 01 FA`` ping: a whole
+        legacy ping if nothing else arrives. The caller should wait briefly for more, then call
+        :meth:`feed_eof`.
         """
-        return self._event is None and self._buffer in (_BETA_PING, _V1_4_PING)
+        buffer = self._buffer
+        return self._event is None and (buffer in (_BETA_PING, _V1_4_PING) or buffer.startswith(_V1_6_PING))
 
     def feed(self, data: bytes) -> Hello | None:
         """Add received bytes; the event once complete, else None. An empty ``data`` is not EOF.
@@ -73,7 +76,8 @@ class HelloReader:
     def feed_eof(self) -> Hello | None:
         """The client sent nothing more (closed, half-closed, or stayed silent for a short wait).
 
-        Resolves the Beta (``FE``) and 1.4 (``FE 01``) pings. Returns None when nothing at all was
+        Resolves the Beta (``FE``) and 1.4 (``FE 01``) pings, and a 1.6 ping cut short after ``FE 01 FA``
+        (what several ping tools send) as a 1.6 ping without a host. Returns None when nothing at all was
         received, and raises ProtocolError when the bytes are an incomplete message of any other kind.
         """
         if self._event is not None:
@@ -84,6 +88,8 @@ class HelloReader:
             self._event = LegacyPing(LegacyPingKind.BETA, None, None, None)
         elif self._buffer == _V1_4_PING:
             self._event = LegacyPing(LegacyPingKind.V1_4, None, None, None)
+        elif self._buffer.startswith(_V1_6_PING):
+            self._event = LegacyPing(LegacyPingKind.V1_6, None, None, None)
         else:
             # feed() would already have returned the event if the buffer held a complete one.
             raise ProtocolError(

@@ -8,6 +8,7 @@ valid but incomplete prefix, so the first-packet reader can call them after ever
 from __future__ import annotations
 
 import enum
+import re
 import struct
 
 from attrs import frozen
@@ -16,6 +17,7 @@ from ._errors import ProtocolError
 from ._string import utf16_units
 from ._varint import Buffer
 
+_COLOUR_CODE = re.compile("§.", re.DOTALL)
 LEGACY_PING_ID = 0xFE
 LEGACY_LOGIN_ID = 0x02
 LEGACY_KICK_ID = 0xFF
@@ -183,8 +185,8 @@ def encode_legacy_kick(
     and max separated by NUL characters.
     """
     if kind is LegacyPingKind.BETA:
-        # § separates the fields, so a colour code in the MOTD would shift them.
-        text = f"{motd.replace('§', '')}§{online}§{max_players}"
+        # § separates the fields, so a colour code (§ and its letter) in the MOTD would shift them.
+        text = f"{_COLOUR_CODE.sub('', motd).replace('§', '')}§{online}§{max_players}"
     else:
         fields = (str(protocol), version_name, motd, str(online), str(max_players))
         # NUL separates the fields here.

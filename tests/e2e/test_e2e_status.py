@@ -165,11 +165,6 @@ def test_mcstatus_legacy_server_works_against_the_server_directly(minecraft: Min
     assert (status.players.online, status.players.max) == (0, BACKEND_MAX)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="mcstatus' LegacyServer sends only FE 01 FA (no MC|PingHost body); the proxy waits for the "
-    "rest until handshake_timeout and closes without answering, so the client times out",
-)
 async def test_mcstatus_legacy_server_through_the_proxy(
     nursery: trio.Nursery, minecraft: MinecraftServer
 ) -> None:
