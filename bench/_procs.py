@@ -1,0 +1,364 @@
+"""Starting and stopping what the benchmark runs: the backend, the relays, the load generator.
+
+Every process is started here and ended here, by its own pid, in ``finally`` blocks of the caller.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from bench import _proc
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+BUILD = BENCH_DIR / "build"
+DOMAIN = "bench.local"
+PIPE_SIZE = 65536
+# The "listening on" line is logged at info level; the proxy then logs one info line per session.
+LOG = ("--log-level", "info")
+
+
+class NotBuiltError(Exception):
+    """A contender that cannot run here (not built yet, refused its configuration, missing tool)."""
+
+
+def _stop(proc: subprocess.Popen[Any], timeout: float = 5.0) -> int | None:
+    """SIGTERM, then SIGKILL after `timeout`; only ever this one pid."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            proc.wait(5)
+    return proc.returncode
+
+
+def free_port() -> int:
+    """A port that was free a moment ago (for HAProxy, which cannot report a port 0 bind)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_port(port: int, proc: subprocess.Popen[Any], timeout: float) -> bool:
+    """Poll until something accepts on 127.0.0.1:port, the process died, or `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        with socket.socket() as s:
+            s.settimeout(0.5)
+            try:
+                s.connect(("127.0.0.1", port))
+                return True
+            except OSError:
+                time.sleep(0.05)
+    return False
+
+
+class Backend:
+    """The C sink/source/echo server (backend.c), one for the whole run."""
+
+    def __init__(self, lowat: int) -> None:
+        self.proc = subprocess.Popen(
+            [str(BUILD / "backend"), "max_s=3600", f"lowat={lowat}"],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=BENCH_DIR,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line.startswith("port "):
+            _stop(self.proc)
+            raise RuntimeError(f"backend did not start: {line!r}")
+        self.port = int(line.split()[1])
+        self.pid = self.proc.pid
+        self.stats: dict[str, Any] = {}
+
+    def stop(self) -> None:
+        _stop(self.proc)
+        assert self.proc.stdout is not None
+        with contextlib.suppress(ValueError, OSError):
+            last = self.proc.stdout.read().strip().splitlines()
+            if last:
+                self.stats = json.loads(last[-1])
+
+
+class Contender:
+    """Something the load generator connects to: a relay in front of the backend, or the backend."""
+
+    name: str
+    port: int
+    pid: int | None  # the relay's root process; None for direct
+
+    def stop(self) -> None:
+        """End the relay (no-op for direct)."""
+
+    def alive(self) -> bool:
+        """False once the relay's process has exited."""
+        return True
+
+    def problems(self) -> str:
+        """Anything the relay logged that looks wrong, for the report."""
+        return ""
+
+
+class Direct(Contender):
+    def __init__(self, backend: Backend) -> None:
+        self.name = "direct"
+        self.port = backend.port
+        self.pid = None
+
+
+def haproxy_binary() -> str | None:
+    found = shutil.which("haproxy")
+    if found:
+        return found
+    return "/usr/sbin/haproxy" if os.access("/usr/sbin/haproxy", os.X_OK) else None
+
+
+def haproxy_version() -> str:
+    exe = haproxy_binary()
+    if exe is None:
+        return "not installed"
+    out = subprocess.run([exe, "-v"], capture_output=True, text=True, timeout=10).stdout
+    return out.splitlines()[0] if out else "unknown"
+
+
+class HAProxy(Contender):
+    """HAProxy in tcp mode with splice forced both ways and our pipe size.
+
+    One thread, like one infrarust worker, so that throughput and CPU compare per core."""
+
+    def __init__(self, backend: Backend, workdir: Path, threads: int = 1) -> None:
+        exe = haproxy_binary()
+        if exe is None:
+            raise NotBuiltError("haproxy is not installed (run: python -m bench.setup)")
+        self.name = "haproxy"
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        # HAProxy refuses to start if maxconn needs more descriptors than it may open: 2 sockets per
+        # connection plus a pipe pair for a quarter of them (its default maxpipes).
+        nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        maxconn = max(1000, min(20000, (nofile - 1000) * 2 // 5))
+        cfg = workdir / "haproxy.cfg"
+        cfg.write_text(
+            "global\n"
+            f"    maxconn {maxconn}\n"
+            f"    tune.pipesize {PIPE_SIZE}\n"
+            f"    nbthread {threads}\n"
+            "defaults\n"
+            "    mode tcp\n"
+            f"    maxconn {maxconn}\n"
+            "    timeout connect 5s\n"
+            "    timeout client 10m\n"
+            "    timeout server 10m\n"
+            "    option splice-request\n"
+            "    option splice-response\n"
+            "listen bench\n"
+            f"    bind 127.0.0.1:{self.port}\n"
+            f"    server backend 127.0.0.1:{backend.port}\n"
+        )
+        self.log = (workdir / "haproxy.log").open("w")
+        self.proc = subprocess.Popen(
+            [exe, "-f", str(cfg), "-db"], stdout=self.log, stderr=subprocess.STDOUT, cwd=workdir
+        )
+        self.pid = self.proc.pid
+        if not wait_port(self.port, self.proc, 10.0):
+            self.stop()
+            raise NotBuiltError(f"haproxy did not start: {(workdir / 'haproxy.log').read_text()[-500:]}")
+
+    def stop(self) -> None:
+        try:
+            _stop(self.proc)
+        finally:
+            self.log.close()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+
+_LISTENING = re.compile(r"listening on \[?([0-9a-fA-F.:]+?)\]?:(\d+)")
+
+
+class Infrarust(Contender):
+    """``python -m infrarust run`` with one server routing bench.local to the backend."""
+
+    def __init__(self, name: str, backend: Backend, workdir: Path, mode: str, workers: int = 1) -> None:
+        self.name = name
+        self.workers = workers
+        self.workdir = workdir
+        (workdir / "servers").mkdir(parents=True, exist_ok=True)
+        cfg = workdir / "infrarust.toml"
+        # Rate limiting per client IP is switched off: every benchmark connection comes from 127.0.0.1.
+        cfg.write_text(
+            'bind = "127.0.0.1:0"\n'
+            'servers_dir = "servers"\n'
+            + (f"workers = {workers}\n" if workers != 1 else "")
+            + "\n[rate_limit]\nmax_connections = 0\nstatus_max = 0\n"
+            + f"\n[zero_copy]\npipe_size = {PIPE_SIZE}\n"
+        )
+        (workdir / "servers" / "bench.toml").write_text(
+            f'domains = ["{DOMAIN}"]\naddresses = ["127.0.0.1:{backend.port}"]\nproxy_mode = "{mode}"\n'
+        )
+        self.log_path = workdir / "infrarust.log"
+        self.log: IO[str] = self.log_path.open("w")
+        # stderr goes to a file, not a pipe: the proxy logs a line per session and must never block on
+        # a full pipe, and nothing here has to spend CPU draining it during a trial.
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "infrarust", "run", "-c", str(cfg), "--bind", "127.0.0.1:0", *LOG],
+            stdin=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+        self.pid = self.proc.pid
+        self.port = 0
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        """Read the log until the ``listening on HOST:PORT`` line; NotBuiltError if it never comes."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.log_path.read_text(errors="replace")
+            found = _LISTENING.search(text)
+            if found:
+                self.port = int(found.group(2))
+                if wait_port(self.port, self.proc, 5.0) and self._workers_listening(deadline):
+                    return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.stop()
+        tail = " | ".join(self.log_path.read_text(errors="replace").strip().splitlines()[-3:])
+        raise NotBuiltError(tail[-400:] or "no output")
+
+    def _workers_listening(self, deadline: float) -> bool:
+        """With workers > 1, wait until that many processes hold the listening socket: a setting
+        that is accepted but does not start the processes is "not built", not a worker count."""
+        listening: list[int] = []
+        deadline = min(deadline, time.monotonic() + 5.0)
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            listening = _proc.listening_processes(_proc.process_tree(self.proc.pid), self.port)
+            if len(listening) >= self.workers:
+                return True
+            time.sleep(0.1)
+        self.stop()
+        raise NotBuiltError(
+            f"workers = {self.workers} accepted, but {len(listening)} process(es) listen on the port"
+        )
+
+    def stop(self) -> None:
+        try:
+            _stop(self.proc, timeout=10.0)
+        finally:
+            self.log.close()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def problems(self) -> str:
+        """Counts of warning/error/traceback lines in the proxy's log, with the first few kinds."""
+        lines = self.log_path.read_text(errors="replace").splitlines()
+        bad = [ln for ln in lines if re.search(r"\b(WARNING|ERROR|CRITICAL)\b|^Traceback", ln)]
+        if not bad:
+            return ""
+        kinds: list[str] = []
+        # Errors and tracebacks first: the known start-up warnings would hide them otherwise.
+        bad.sort(key=lambda ln: 0 if re.search(r"\b(ERROR|CRITICAL)\b|^Traceback", ln) else 1)
+        for ln in bad:
+            # Drop the timestamp so that repeats of one message count once.
+            kind = re.sub(r"^\S+ \S+ ", "", ln)[:160]
+            if kind not in kinds:
+                kinds.append(kind)
+        return f"{len(bad)} warning/error lines, e.g. " + " | ".join(kinds[:3])
+
+
+def run_loadgen(args: list[str], timeout: float, cpu: int | None = None) -> dict[str, Any]:
+    """Run one load generator command (pinned to `cpu` if given) and return its JSON line."""
+    proc = subprocess.run(
+        [str(BUILD / "loadgen"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=BENCH_DIR,
+        preexec_fn=None if cpu is None else (lambda: os.sched_setaffinity(0, {cpu})),
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"loadgen {' '.join(args)} failed: {proc.stderr.strip()[-300:]}")
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+class Hold:
+    """A load generator that keeps idle sessions open and opens/closes them on command."""
+
+    def __init__(self, port: int) -> None:
+        self.proc = subprocess.Popen(
+            [str(BUILD / "loadgen"), "hold", f"port={port}", f"domain={DOMAIN}"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=BENCH_DIR,
+        )
+
+    def command(self, line: str) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        # Each command is bounded inside the load generator (opening: 60 s).
+        answer = self.proc.stdout.readline()
+        if not answer:
+            raise RuntimeError(f"hold: no answer to {line!r}")
+        result: dict[str, Any] = json.loads(answer)
+        return result
+
+    def close(self) -> None:
+        try:
+            if self.proc.poll() is None and self.proc.stdin is not None:
+                with contextlib.suppress(BrokenPipeError, OSError):
+                    self.proc.stdin.write("quit\n")
+                    self.proc.stdin.close()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.proc.wait(10)
+        finally:
+            _stop(self.proc)
+
+
+def thread_ids(pids: list[int]) -> list[int]:
+    """Every thread of the given processes (CPU affinity is set per thread)."""
+    tids: list[int] = []
+    for pid in pids:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            tids.extend(int(t) for t in os.listdir(f"/proc/{pid}/task"))
+    return tids
+
+
+@contextlib.contextmanager
+def pinned(pids: list[int], cpu: int) -> Iterator[None]:
+    """Run the given processes (all their threads) on one CPU for a while, then restore their masks."""
+    saved: dict[int, set[int]] = {}
+    try:
+        for tid in thread_ids(pids):
+            with contextlib.suppress(ProcessLookupError, PermissionError, OSError):
+                saved[tid] = os.sched_getaffinity(tid)
+                os.sched_setaffinity(tid, {cpu})
+        yield
+    finally:
+        for tid, mask in saved.items():
+            with contextlib.suppress(ProcessLookupError, PermissionError, OSError):
+                os.sched_setaffinity(tid, mask)
