@@ -1,0 +1,34 @@
+"""Which forwarder a proxy mode gets."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from infrarust.config._models import ProxyMode
+
+from ._copy import CopyForwarder
+from ._pipes import PipePool
+from ._session import Forwarder
+from ._splice import SpliceForwarder
+
+SPLICE_SUPPORTED = sys.platform == "linux" and hasattr(os, "splice")
+
+# Forwarders hold no per-session state, so every session shares them, and all splice sessions of one pipe
+# size share one pipe pool.
+_copy_forwarder = CopyForwarder()
+_splice_forwarders: dict[int, SpliceForwarder] = {}
+
+
+def select_forwarder(mode: ProxyMode, *, pipe_size: int = 65536) -> Forwarder:
+    """A :class:`SpliceForwarder` for ``zero_copy`` where splice(2) exists, a :class:`CopyForwarder` else.
+
+    Returns the same instance for the same arguments.
+    """
+    if mode is not ProxyMode.ZERO_COPY or not SPLICE_SUPPORTED:
+        return _copy_forwarder
+    forwarder = _splice_forwarders.get(pipe_size)
+    if forwarder is None:
+        forwarder = SpliceForwarder(pipe_size, PipePool(pipe_size))
+        _splice_forwarders[pipe_size] = forwarder
+    return forwarder

@@ -1,0 +1,177 @@
+"""The Linux forwarder: move bytes socket -> pipe -> socket with splice(2), never into the process.
+
+Each direction runs the loop of Go's ``internal/poll/splice_linux.go``, arranged so that every EAGAIN has
+exactly one meaning:
+
+- splice socket -> pipe only when the pipe is empty, so EAGAIN there means "the source has nothing":
+  hand the pipe back to the pool and wait for the source to be readable;
+- then splice pipe -> socket until the pipe is empty, so EAGAIN there means "the destination is full":
+  wait for it to be writable.
+
+While both sides keep succeeding the loop never waits (one wakeup can move many pipefuls), with a
+checkpoint every few MiB so one hot session cannot starve the others.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import trio
+
+from ._copy import DEFAULT_BUFFER_SIZE, copy_direction
+from ._pipes import Pipe, PipePool
+from ._result import ForwardResult, Traffic
+from ._session import RELAY_ERRORS, Direction, Session
+
+# Module attribute so tests can inject failures; None where the platform has no splice (the session then
+# copies instead).
+os_splice = getattr(os, "splice", None)
+
+_SPLICE_FLAGS: int = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
+
+# Bytes a direction may move without yielding to the scheduler.
+CHECKPOINT_BYTES = 4 * 1024 * 1024
+
+# A first splice failing with these means "this kind of fd cannot be spliced": copy instead.
+_UNSUPPORTED = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP})
+
+
+class SpliceForwarder:
+    """Relays inside the kernel with splice(2) through pooled pipes, one task per direction (Linux).
+
+    A session falls back to copying (and logs one warning) when its sockets refuse splice (the first
+    splice fails with EINVAL, ENOSYS or EOPNOTSUPP) or no pipe can be made (EMFILE, ENFILE...). Bytes moved
+    before the switch stay counted and in order.
+    """
+
+    name = "splice"
+
+    def __init__(self, pipe_size: int = 65536, pool: PipePool | None = None) -> None:
+        if pool is None:
+            pool = PipePool(pipe_size)
+        elif pool.pipe_size != pipe_size:
+            raise ValueError(f"pool makes {pool.pipe_size}-byte pipes, not {pipe_size}")
+        self.pipe_size = pipe_size
+        self.pool = pool
+
+    def __repr__(self) -> str:
+        return f"SpliceForwarder(pipe_size={self.pipe_size})"
+
+    async def forward(
+        self,
+        client: trio.SocketStream,
+        backend: trio.SocketStream,
+        traffic: Traffic,
+        *,
+        read_timeout: float | None = None,
+        write_timeout: float | None = None,
+    ) -> ForwardResult:
+        """Relay until both directions end (see :class:`~infrarust.transport.Forwarder`)."""
+        session = Session(client, backend, traffic, read_timeout, write_timeout)
+        return await session.run(self._pump)
+
+    async def _pump(self, session: Session, direction: Direction) -> None:
+        leftover = await self._splice_direction(session, direction)
+        if leftover is not None:
+            await copy_direction(session, direction, DEFAULT_BUFFER_SIZE, leftover)
+
+    async def _splice_direction(self, session: Session, direction: Direction) -> bytes | None:
+        """Splice until EOF or error (returns None), or until the session falls back to copying (returns
+        the bytes still to deliver, taken out of the pipe)."""
+        splice = os_splice
+        if splice is None:
+            session.fall_back_to_copy("os.splice is not available on this platform")
+            return b""
+        flags = _SPLICE_FLAGS
+        pool = self.pool
+        traffic = session.traffic
+        to_backend = direction.client_to_backend
+        src = direction.src.socket
+        dst = direction.dst.socket
+        src_fd = src.fileno()
+        dst_fd = dst.fileno()
+        pipe: Pipe | None = None
+        in_pipe = 0  # bytes in the pipe not yet delivered
+        read_ok = write_ok = False  # a splice of each kind has worked: later EINVAL is a real error
+        unyielded = 0
+        try:
+            while True:
+                # The pipe is empty here: the one safe point to switch paths.
+                if session.copy_fallback is not None:
+                    return b""
+                if pipe is None:
+                    try:
+                        pipe = pool.acquire()
+                    except OSError as exc:
+                        session.fall_back_to_copy(f"cannot create a pipe: {exc}")
+                        return b""
+                try:
+                    moved = splice(src_fd, pipe.write_fd, pipe.size, None, None, flags)
+                except BlockingIOError:
+                    # The source has nothing: an idle direction holds no pipe while it waits.
+                    pool.release(pipe)
+                    pipe = None
+                    await trio.lowlevel.wait_readable(src)
+                    continue
+                except OSError as exc:
+                    if not read_ok and exc.errno in _UNSUPPORTED:
+                        session.fall_back_to_copy(f"splice from {direction.src_name} refused: {exc}")
+                        return b""
+                    session.fail(f"reading from {direction.src_name}: {exc}")
+                    return None
+                if moved == 0:
+                    session.source_closed(direction)
+                    return None
+                read_ok = True
+                in_pipe = moved
+                while in_pipe:
+                    try:
+                        sent = splice(pipe.read_fd, dst_fd, in_pipe, None, None, flags)
+                    except BlockingIOError:
+                        direction.writing = True
+                        await trio.lowlevel.wait_writable(dst)
+                        direction.writing = False
+                        continue
+                    except OSError as exc:
+                        if not write_ok and exc.errno in _UNSUPPORTED:
+                            session.fall_back_to_copy(f"splice to {direction.dst_name} refused: {exc}")
+                            pending = _take_out(pipe, in_pipe)
+                            in_pipe = 0
+                            return pending
+                        session.fail(f"writing to {direction.dst_name}: {exc}")
+                        return None
+                    if not sent:  # pragma: no cover - a pipe holding bytes never yields 0; never spin on it
+                        session.fail(f"writing to {direction.dst_name}: splice made no progress")
+                        return None
+                    write_ok = True
+                    in_pipe -= sent
+                    if to_backend:
+                        traffic.client_to_backend += sent
+                    else:
+                        traffic.backend_to_client += sent
+                unyielded += moved
+                if unyielded >= CHECKPOINT_BYTES:
+                    unyielded = 0
+                    await trio.lowlevel.checkpoint()
+        except RELAY_ERRORS as exc:  # from the waits: the socket was closed or broke under us
+            session.fail(f"waiting on {direction.src_name} or {direction.dst_name}: {exc}")
+            return None
+        finally:
+            if pipe is not None:
+                if in_pipe:
+                    pool.discard(pipe)  # bytes nobody will deliver: never lend this pipe again
+                else:
+                    pool.release(pipe)
+
+
+def _take_out(pipe: Pipe, count: int) -> bytes:
+    """Read the ``count`` bytes known to be in ``pipe`` (for the copy path to deliver)."""
+    chunks: list[bytes] = []
+    while count:
+        chunk = os.read(pipe.read_fd, count)
+        if not chunk:  # pragma: no cover - the kernel said these bytes are there
+            break
+        chunks.append(chunk)
+        count -= len(chunk)
+    return b"".join(chunks)
