@@ -10,25 +10,27 @@ import socket
 import trio
 
 from infrarust._logfmt import quote
-from infrarust.config._models import Address, RewriteKind, ServerConfig
+from infrarust.config._models import Address, Keepalive, RewriteKind, ServerConfig
 from infrarust.protocol import Handshake
 from infrarust.routing import rewrite_host
+from infrarust.transport import tune_socket
 
 logger = logging.getLogger("infrarust")
 
 
 async def connect_backend(
-    server: ServerConfig, default_timeout: float
+    server: ServerConfig, default_timeout: float, keepalive: Keepalive | None = None
 ) -> tuple[trio.SocketStream, Address] | None:
     """Try the server's addresses in order, each under its connect timeout; None when none answers.
 
-    ``default_timeout`` is the proxy's ``connect_timeout``, used unless the server sets ``timeouts.connect``.
+    ``default_timeout`` is the proxy's ``connect_timeout``, used unless the server sets ``timeouts.connect``;
+    ``keepalive``, when given, tunes the socket for relaying (TCP_NODELAY and keepalive) before it connects.
     """
     timeout = server.timeouts.connect if server.timeouts.connect is not None else default_timeout
     for address in server.addresses:
         with trio.move_on_after(timeout):
             try:
-                return await open_connection(address), address
+                return await open_connection(address, keepalive), address
             except OSError as exc:
                 logger.info(
                     "backend connect failed server=%s address=%s error=%s",
@@ -41,7 +43,7 @@ async def connect_backend(
     return None
 
 
-async def open_connection(address: Address) -> trio.SocketStream:
+async def open_connection(address: Address, keepalive: Keepalive | None = None) -> trio.SocketStream:
     """A TCP connection to ``address``; a literal IP is connected to directly, a name goes through DNS.
 
     The direct path skips trio's happy-eyeballs machinery (a nursery and a task per attempt), which costs
@@ -49,9 +51,14 @@ async def open_connection(address: Address) -> trio.SocketStream:
     """
     family = _literal_family(address.host)
     if family is None:
-        return await trio.open_tcp_stream(address.host, address.port)
+        stream = await trio.open_tcp_stream(address.host, address.port)
+        if keepalive is not None:
+            tune_socket(stream, keepalive)
+        return stream
     sock = trio.socket.socket(family, socket.SOCK_STREAM)
     try:
+        if keepalive is not None:
+            tune_socket(sock, keepalive)
         await sock.connect((address.host, address.port))
     except BaseException:
         sock.close()
@@ -65,6 +72,15 @@ def _literal_family(host: str) -> socket.AddressFamily | None:
         return socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
     except ValueError:
         return None
+
+
+def close(stream: trio.SocketStream) -> None:
+    """Close a connection now, whatever state it is in (the ``finally`` of every connection).
+
+    trio's ``socket.close()`` tells any task waiting on the fd first (``notify_closing``), and unlike
+    ``aclose_forcefully`` it needs no cancel scope or checkpoint: two fewer per socket on the accept path.
+    """
+    stream.socket.close()
 
 
 def backend_handshake(handshake: Handshake, server: ServerConfig, address: Address) -> Handshake:

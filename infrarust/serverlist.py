@@ -9,7 +9,7 @@ import logging
 import trio
 
 from infrarust._logfmt import quote
-from infrarust.backend import backend_handshake, connect_backend
+from infrarust.backend import backend_handshake, close, connect_backend
 from infrarust.config._models import ProxyConfig, ServerConfig
 from infrarust.protocol import (
     Handshake,
@@ -177,7 +177,7 @@ class ServerList:
         except (ProtocolError, trio.BrokenResourceError) as exc:
             raise StatusUnavailable(f"bad status answer: {exc}") from None
         finally:
-            await trio.aclose_forcefully(backend)
+            close(backend)
 
 
 async def _next_packet(stream: trio.SocketStream) -> Packet:

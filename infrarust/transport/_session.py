@@ -155,10 +155,14 @@ class Session:
         try:
             async with trio.open_nursery() as nursery:
                 self._scope = nursery.cancel_scope
-                for direction in self.directions:
-                    nursery.start_soon(pump, self, direction)
+                to_backend, to_client = self.directions
+                nursery.start_soon(pump, self, to_backend)
                 if self.read_timeout is not None or self.write_timeout is not None:
                     nursery.start_soon(self._watchdog)
+                # The nursery's body is a task already: running one direction here saves a task spawn per
+                # session, which shows on the per-connection path. It sits inside the nursery's scope, so
+                # an error or the end of the session stops it like the spawned one.
+                await pump(self, to_client)
         except BaseExceptionGroup as group:
             # Outer cancellation surfaces as a group of Cancelled, one per task: hand the caller a plain
             # trio.Cancelled so ``except trio.Cancelled`` works too. Anything else goes out untouched.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import socket
 
@@ -25,13 +26,9 @@ def _whole_seconds(seconds: float) -> int:
     return min(_MAX_KEEPALIVE_SECONDS, max(1, math.ceil(seconds)))
 
 
-def tune_socket(stream: trio.SocketStream, keepalive: Keepalive) -> None:
-    """Set TCP_NODELAY, SO_KEEPALIVE and the keepalive timers on a relayed connection.
-
-    Game traffic is small packets: Nagle plus delayed ACK would add ~40 ms per round trip. Keepalive finds
-    peers that vanished without a FIN. Options the platform lacks are skipped, and a socket that cannot take
-    an option (already closed, not TCP) is left as it is: tuning never fails a connection.
-    """
+@functools.lru_cache(maxsize=16)
+def socket_options(keepalive: Keepalive) -> tuple[tuple[int, int, int], ...]:
+    """The (level, option, value) triples :func:`tune_socket` sets, computed once per ``[keepalive]``."""
     options: list[tuple[int, int, int]] = [
         (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),
         (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
@@ -44,8 +41,21 @@ def tune_socket(stream: trio.SocketStream, keepalive: Keepalive) -> None:
         options.append(
             (socket.IPPROTO_TCP, _TCP_KEEPCNT, min(_MAX_KEEPALIVE_PROBES, max(1, keepalive.retries)))
         )
-    sock = stream.socket
-    for level, option, value in options:
+    return tuple(options)
+
+
+def tune_socket(stream: trio.SocketStream | trio.socket.SocketType, keepalive: Keepalive) -> None:
+    """Set TCP_NODELAY, SO_KEEPALIVE and the keepalive timers on a relayed connection.
+
+    Game traffic is small packets: Nagle plus delayed ACK would add ~40 ms per round trip. Keepalive finds
+    peers that vanished without a FIN. Options the platform lacks are skipped, and a socket that cannot take
+    an option (already closed, not TCP) is left as it is: tuning never fails a connection.
+
+    On Linux a listening socket passes these options on to every connection it accepts, so the proxy tunes
+    its listener once rather than each client socket; a backend socket is tuned before it connects.
+    """
+    sock = stream.socket if isinstance(stream, trio.SocketStream) else stream
+    for level, option, value in socket_options(keepalive):
         if sock.fileno() == -1:
             return  # closed under us: nothing left to tune
         try:
