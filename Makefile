@@ -31,8 +31,8 @@ run: $(STAMP)
 	$(BIN)/python -m infrarust run -c $(CONFIG)
 
 lint: $(STAMP)
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+	$(BIN)/ruff check infrarust tests bench
+	$(BIN)/ruff format --check infrarust tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
