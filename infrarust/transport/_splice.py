@@ -109,17 +109,21 @@ class SpliceForwarder:
                 try:
                     moved = splice(src_fd, pipe.write_fd, pipe.size, None, None, flags)
                 except BlockingIOError:
-                    # The source has nothing: an idle direction holds no pipe while it waits.
-                    pool.release(pipe)
-                    pipe = None
-                    await trio.lowlevel.wait_readable(src)
-                    continue
+                    # Waiting in here, inside the except block, would keep the exception and its traceback
+                    # alive for as long as the session idles (~1.4 KB each): wait after it instead.
+                    moved = -1
                 except OSError as exc:
                     if not read_ok and exc.errno in _UNSUPPORTED:
                         session.fall_back_to_copy(f"splice from {direction.src_name} refused: {exc}")
                         return b""
                     session.fail(f"reading from {direction.src_name}: {exc}")
                     return None
+                if moved < 0:
+                    # The source has nothing: an idle direction holds no pipe while it waits.
+                    pool.release(pipe)
+                    pipe = None
+                    await trio.lowlevel.wait_readable(src)
+                    continue
                 if moved == 0:
                     session.source_closed(direction)
                     return None
@@ -129,10 +133,7 @@ class SpliceForwarder:
                     try:
                         sent = splice(pipe.read_fd, dst_fd, in_pipe, None, None, flags)
                     except BlockingIOError:
-                        direction.writing = True
-                        await trio.lowlevel.wait_writable(dst)
-                        direction.writing = False
-                        continue
+                        sent = -1  # wait below, outside the except block (see above)
                     except OSError as exc:
                         if not write_ok and exc.errno in _UNSUPPORTED:
                             session.fall_back_to_copy(f"splice to {direction.dst_name} refused: {exc}")
@@ -141,6 +142,11 @@ class SpliceForwarder:
                             return pending
                         session.fail(f"writing to {direction.dst_name}: {exc}")
                         return None
+                    if sent < 0:
+                        direction.writing = True
+                        await trio.lowlevel.wait_writable(dst)
+                        direction.writing = False
+                        continue
                     if not sent:  # pragma: no cover - a pipe holding bytes never yields 0; never spin on it
                         session.fail(f"writing to {direction.dst_name}: splice made no progress")
                         return None
