@@ -12,6 +12,7 @@ from infrarust.protocol import (
     Handshake,
     LegacyPingKind,
     NextState,
+    Packet,
     PacketReader,
     ProtocolError,
     encode_legacy_ping,
@@ -50,11 +51,7 @@ async def ping(
     host: str, port: int = 25565, *, domain: str | None = None, protocol: int = DEFAULT_PING_PROTOCOL
 ) -> PingResult:
     """A modern status ping: handshake, status request, then a ping whose echo gives the round trip."""
-    try:
-        stream = await trio.open_tcp_stream(host, port)
-    except OSError as exc:
-        raise PingError(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
-    async with stream:
+    async with await _connect(host, port) as stream:
         try:
             handshake = Handshake(protocol, domain or host, port, NextState.STATUS)
             await stream.send_all(handshake.encode() + encode_status_request())
@@ -83,11 +80,7 @@ async def legacy_ping(
 ) -> PingResult:
     """A 1.6 legacy ping (``FE 01 FA`` with ``MC|PingHost``); the round trip is the whole exchange."""
     start = trio.current_time()
-    try:
-        stream = await trio.open_tcp_stream(host, port)
-    except OSError as exc:
-        raise PingError(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
-    async with stream:
+    async with await _connect(host, port) as stream:
         try:
             await stream.send_all(encode_legacy_ping(LegacyPingKind.V1_6, protocol, domain or host, port))
             answer = bytearray()
@@ -102,7 +95,14 @@ async def legacy_ping(
     return PingResult(attrs.asdict(kick), rtt)
 
 
-async def _next_packet(stream: trio.SocketStream, reader: PacketReader) -> Any:
+async def _connect(host: str, port: int) -> trio.SocketStream:
+    try:
+        return await trio.open_tcp_stream(host, port)
+    except OSError as exc:
+        raise PingError(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
+
+
+async def _next_packet(stream: trio.SocketStream, reader: PacketReader) -> Packet:
     while (packet := reader.next_packet()) is None:
         data = await stream.receive_some(READ_SIZE)
         if not data:

@@ -15,6 +15,7 @@ from typing import Any
 
 import attrs
 import trio
+from helpers import read_until_eof
 
 from infrarust.config._models import Address
 from infrarust.protocol import (
@@ -172,14 +173,7 @@ async def next_packet(stream: trio.SocketStream, reader: PacketReader, timeout: 
 
 async def expect_eof(stream: trio.SocketStream, timeout: float = WAIT) -> bytes:
     """Read until the peer closes; returns anything that came first (should be nothing)."""
-    data = bytearray()
-    with trio.fail_after(timeout):
-        try:
-            while chunk := await stream.receive_some(65536):
-                data += chunk
-        except trio.BrokenResourceError:
-            pass
-    return bytes(data)
+    return await read_until_eof(stream, timeout)
 
 
 async def ask_status(

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import trio
-
-from ._result import ForwardResult, Traffic
-from ._session import RELAY_ERRORS, Direction, Session
+from ._session import RELAY_ERRORS, Direction, Session, SessionForwarder
 
 # Chosen by measurement (2 GiB loopback transfers, endpoints in other processes, 2-core machine): process
 # CPU per GiB relayed was ~0.66 s at 64 KiB, ~0.50 s at 256 KiB, ~0.42 s at 1 MiB. 256 KiB takes most of
@@ -64,7 +61,7 @@ async def copy_direction(
     session.source_closed(direction)
 
 
-class CopyForwarder:
+class CopyForwarder(SessionForwarder):
     """Relays through a userspace buffer with one task per direction; works on every platform."""
 
     name = "copy"
@@ -76,19 +73,6 @@ class CopyForwarder:
 
     def __repr__(self) -> str:
         return f"CopyForwarder(buffer_size={self.buffer_size})"
-
-    async def forward(
-        self,
-        client: trio.SocketStream,
-        backend: trio.SocketStream,
-        traffic: Traffic,
-        *,
-        read_timeout: float | None = None,
-        write_timeout: float | None = None,
-    ) -> ForwardResult:
-        """Relay until both directions end (see :class:`~infrarust.transport.Forwarder`)."""
-        session = Session(client, backend, traffic, read_timeout, write_timeout)
-        return await session.run(self._pump)
 
     async def _pump(self, session: Session, direction: Direction) -> None:
         await copy_direction(session, direction, self.buffer_size)

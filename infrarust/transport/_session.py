@@ -62,6 +62,29 @@ class Forwarder(Protocol):
         ...
 
 
+class SessionForwarder:
+    """What both forwarders share: one :class:`Session` per ``forward`` call; a subclass says how one
+    direction moves its bytes (``_pump``)."""
+
+    name: str
+
+    async def forward(
+        self,
+        client: trio.SocketStream,
+        backend: trio.SocketStream,
+        traffic: Traffic,
+        *,
+        read_timeout: float | None = None,
+        write_timeout: float | None = None,
+    ) -> ForwardResult:
+        """Relay until both directions end (see :class:`Forwarder`)."""
+        session = Session(client, backend, traffic, read_timeout, write_timeout)
+        return await session.run(self._pump)
+
+    async def _pump(self, session: Session, direction: Direction) -> None:
+        raise NotImplementedError
+
+
 class Direction:
     """One way through a session: where bytes come from, where they go, and how they are counted."""
 

@@ -21,8 +21,7 @@ import trio
 
 from ._copy import DEFAULT_BUFFER_SIZE, copy_direction
 from ._pipes import Pipe, PipePool
-from ._result import ForwardResult, Traffic
-from ._session import RELAY_ERRORS, Direction, Session
+from ._session import RELAY_ERRORS, Direction, Session, SessionForwarder
 
 # Module attribute so tests can inject failures; None where the platform has no splice (the session then
 # copies instead).
@@ -37,7 +36,7 @@ CHECKPOINT_BYTES = 4 * 1024 * 1024
 _UNSUPPORTED = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP})
 
 
-class SpliceForwarder:
+class SpliceForwarder(SessionForwarder):
     """Relays inside the kernel with splice(2) through pooled pipes, one task per direction (Linux).
 
     A session falls back to copying (and logs one warning) when its sockets refuse splice (the first
@@ -57,19 +56,6 @@ class SpliceForwarder:
 
     def __repr__(self) -> str:
         return f"SpliceForwarder(pipe_size={self.pipe_size})"
-
-    async def forward(
-        self,
-        client: trio.SocketStream,
-        backend: trio.SocketStream,
-        traffic: Traffic,
-        *,
-        read_timeout: float | None = None,
-        write_timeout: float | None = None,
-    ) -> ForwardResult:
-        """Relay until both directions end (see :class:`~infrarust.transport.Forwarder`)."""
-        session = Session(client, backend, traffic, read_timeout, write_timeout)
-        return await session.run(self._pump)
 
     async def _pump(self, session: Session, direction: Direction) -> None:
         leftover = await self._splice_direction(session, direction)
