@@ -43,7 +43,6 @@ from infrarust.routing import Router
 from infrarust.serverlist import ServerList
 from infrarust.transport import (
     ForwardEndReason,
-    Forwarder,
     ForwardResult,
     Traffic,
     select_forwarder,
@@ -171,7 +170,6 @@ class Proxy:
         self._sessions: set[Player] = set()
         self._players_by_server: collections.Counter[str] = collections.Counter()
         self._connections = 0
-        self._forwarders: dict[ProxyMode, Forwarder] = {}
         self._listener: trio.SocketListener | None = None
         self.address: tuple[str, int] = (config.bind.host, config.bind.port)
 
@@ -215,7 +213,6 @@ class Proxy:
         # The listener is already bound: bind (and workers) are start-time settings.
         config = attrs.evolve(config, bind=current.bind, workers=current.workers)
         self._generation = _Generation(config)
-        self._forwarders.clear()
         if self._listener is not None:  # new keepalive settings for the connections accepted from now on
             tune_socket(self._listener.socket, config.keepalive)
         logger.info("configuration reloaded servers=%d", len(config.servers))
@@ -386,7 +383,8 @@ class Proxy:
             await backend.send_all(first)
             player.traffic.client_to_backend += len(first)
             with player._cancel_scope:
-                result = await self._forwarder(server.proxy_mode, config).forward(
+                forwarder = select_forwarder(server.proxy_mode, pipe_size=config.zero_copy.pipe_size)
+                result = await forwarder.forward(
                     client_stream,
                     backend,
                     player.traffic,
@@ -404,13 +402,6 @@ class Proxy:
                 result = player.traffic.result(ForwardEndReason.SHUTDOWN)
             player.result = result
             _log_session_end(player, result)
-
-    def _forwarder(self, mode: ProxyMode, config: ProxyConfig) -> Forwarder:
-        forwarder = self._forwarders.get(mode)
-        if forwarder is None:
-            forwarder = select_forwarder(mode, pipe_size=config.zero_copy.pipe_size)
-            self._forwarders[mode] = forwarder
-        return forwarder
 
 
 async def serve(
