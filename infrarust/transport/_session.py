@@ -22,6 +22,7 @@ from typing import Protocol
 import trio
 
 from ._result import ForwardEndReason, ForwardResult, Traffic
+from ._sockopts import lift_send_limit
 
 logger = logging.getLogger("infrarust.transport")
 
@@ -78,6 +79,8 @@ class SessionForwarder:
         write_timeout: float | None = None,
     ) -> ForwardResult:
         """Relay until both directions end (see :class:`Forwarder`)."""
+        lift_send_limit(client)
+        lift_send_limit(backend)
         session = Session(client, backend, traffic, read_timeout, write_timeout)
         return await session.run(self._pump)
 

