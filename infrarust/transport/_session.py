@@ -84,7 +84,8 @@ class SessionForwarder:
         session = Session(client, backend, traffic, read_timeout, write_timeout)
         return await session.run(self._pump)
 
-    async def _pump(self, session: Session, direction: Direction) -> None:
+    def _pump(self, session: Session, direction: Direction) -> Awaitable[None]:
+        """Move one direction's bytes until it ends (a coroutine, or a function returning one)."""
         raise NotImplementedError
 
 

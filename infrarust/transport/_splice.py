@@ -58,17 +58,16 @@ class SpliceForwarder(SessionForwarder):
         return f"SpliceForwarder(pipe_size={self.pipe_size})"
 
     async def _pump(self, session: Session, direction: Direction) -> None:
-        leftover = await self._splice_direction(session, direction)
-        if leftover is not None:
-            await copy_direction(session, direction, DEFAULT_BUFFER_SIZE, leftover)
+        """Splice one direction until EOF or error; if the session falls back to copying, copy the rest.
 
-    async def _splice_direction(self, session: Session, direction: Direction) -> bytes | None:
-        """Splice until EOF or error (returns None), or until the session falls back to copying (returns
-        the bytes still to deliver, taken out of the pipe)."""
+        One coroutine per direction does both (rather than a wrapper awaiting a splice loop): an idle
+        session's memory is mostly its coroutines and waits.
+        """
         splice = os_splice
         if splice is None:
             session.fall_back_to_copy("os.splice is not available on this platform")
-            return b""
+            await copy_direction(session, direction, DEFAULT_BUFFER_SIZE)
+            return
         flags = _SPLICE_FLAGS
         pool = self.pool
         traffic = session.traffic
@@ -81,17 +80,20 @@ class SpliceForwarder(SessionForwarder):
         in_pipe = 0  # bytes in the pipe not yet delivered
         read_ok = write_ok = False  # a splice of each kind has worked: later EINVAL is a real error
         unyielded = 0
+        leftover: bytes | None = None  # set when this direction switches to copying: bytes to send first
         try:
             while True:
                 # The pipe is empty here: the one safe point to switch paths.
                 if session.copy_fallback is not None:
-                    return b""
+                    leftover = b""
+                    break
                 if pipe is None:
                     try:
                         pipe = pool.acquire()
                     except OSError as exc:
                         session.fall_back_to_copy(f"cannot create a pipe: {exc}")
-                        return b""
+                        leftover = b""
+                        break
                 try:
                     moved = splice(src_fd, pipe.write_fd, pipe.size, None, None, flags)
                 except BlockingIOError:
@@ -101,9 +103,10 @@ class SpliceForwarder(SessionForwarder):
                 except OSError as exc:
                     if not read_ok and exc.errno in _UNSUPPORTED:
                         session.fall_back_to_copy(f"splice from {direction.src_name} refused: {exc}")
-                        return b""
+                        leftover = b""
+                        break
                     session.fail(f"reading from {direction.src_name}: {exc}")
-                    return None
+                    return
                 if moved < 0:
                     # The source has nothing: an idle direction holds no pipe while it waits.
                     pool.release(pipe)
@@ -112,7 +115,7 @@ class SpliceForwarder(SessionForwarder):
                     continue
                 if moved == 0:
                     session.source_closed(direction)
-                    return None
+                    return
                 read_ok = True
                 in_pipe = moved
                 while in_pipe:
@@ -123,11 +126,11 @@ class SpliceForwarder(SessionForwarder):
                     except OSError as exc:
                         if not write_ok and exc.errno in _UNSUPPORTED:
                             session.fall_back_to_copy(f"splice to {direction.dst_name} refused: {exc}")
-                            pending = _take_out(pipe, in_pipe)
+                            leftover = _take_out(pipe, in_pipe)
                             in_pipe = 0
-                            return pending
+                            break
                         session.fail(f"writing to {direction.dst_name}: {exc}")
-                        return None
+                        return
                     if sent < 0:
                         direction.writing = True
                         await trio.lowlevel.wait_writable(dst)
@@ -135,26 +138,30 @@ class SpliceForwarder(SessionForwarder):
                         continue
                     if not sent:  # pragma: no cover - a pipe holding bytes never yields 0; never spin on it
                         session.fail(f"writing to {direction.dst_name}: splice made no progress")
-                        return None
+                        return
                     write_ok = True
                     in_pipe -= sent
                     if to_backend:
                         traffic.client_to_backend += sent
                     else:
                         traffic.backend_to_client += sent
+                if leftover is not None:
+                    break
                 unyielded += moved
                 if unyielded >= CHECKPOINT_BYTES:
                     unyielded = 0
                     await trio.lowlevel.checkpoint()
         except RELAY_ERRORS as exc:  # from the waits: the socket was closed or broke under us
             session.fail(f"waiting on {direction.src_name} or {direction.dst_name}: {exc}")
-            return None
+            return
         finally:
             if pipe is not None:
                 if in_pipe:
                     pool.discard(pipe)  # bytes nobody will deliver: never lend this pipe again
                 else:
                     pool.release(pipe)
+        # Only a switch to copying gets here, with the pipe (empty) back in the pool.
+        await copy_direction(session, direction, DEFAULT_BUFFER_SIZE, leftover)
 
 
 def _take_out(pipe: Pipe, count: int) -> bytes:
