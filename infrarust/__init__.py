@@ -4,6 +4,9 @@ Routes each player by the domain in their handshake and relays the connection; `
 the kernel with splice(2). This module only re-exports the public names.
 """
 
+from infrarust.bans import BanEntry as BanEntry
+from infrarust.bans import BanFileError as BanFileError
+from infrarust.bans import BanList as BanList
 from infrarust.config import ConfigError as ConfigError
 from infrarust.config import load_config as load_config
 from infrarust.config._models import Address as Address

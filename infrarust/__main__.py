@@ -1,4 +1,7 @@
-"""Command line: ``python -m infrarust [run] [-c CONFIG] ...``, ``check``, ``ping``."""
+"""Command line: ``python -m infrarust [run] [-c CONFIG] ...``, ``check``, ``ping``, and the ban commands.
+
+The ban commands live in :mod:`infrarust._bancli`.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ from pathlib import Path
 import attrs
 import trio
 
+from infrarust import _bancli
+from infrarust.bans import check_ban_file
 from infrarust.config import ConfigError, load_config, parse_address
 from infrarust.config._models import Address, ProxyConfig
 from infrarust.ping import PingError, PingResult, legacy_ping, ping
@@ -19,7 +24,7 @@ from infrarust.proxy import serve
 from infrarust.workers import notify_ready, supervise, watch_parent
 
 logger = logging.getLogger("infrarust")
-COMMANDS = ("run", "check", "ping")
+COMMANDS = ("run", "check", "ping", *_bancli.COMMANDS)
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
@@ -48,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     ping.add_argument("--protocol", type=int, default=None, help="protocol version to announce")
     ping.add_argument("--legacy", action="store_true", help="send a 1.6 legacy ping (0xFE) instead")
     ping.add_argument("--timeout", type=float, default=5.0, metavar="S", help="give up after S seconds (5)")
+    _bancli.add_parsers(sub)
     return parser
 
 
@@ -61,6 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check(options.config)
     if options.command == "ping":
         return _ping(options)
+    if options.command in _bancli.COMMANDS:
+        _setup_logging("warning")
+        return _bancli.run(options)
     return _run(options.config, options.bind, options.log_level, options.worker_id, options.ready_fd)
 
 
@@ -75,7 +84,9 @@ def _setup_logging(level: str, worker_id: int | None = None) -> None:
 
 def _load(path: str | None) -> ProxyConfig | None:
     try:
-        return load_config(path)
+        config = load_config(path)
+        check_ban_file(config)  # an invalid ban file stops the start like a configuration error
+        return config
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return None

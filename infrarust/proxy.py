@@ -13,6 +13,7 @@ import logging
 import math
 import socket
 import sys
+import uuid
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -22,6 +23,7 @@ import trio
 from infrarust._logfmt import quote
 from infrarust.admission import IpFilterRule, NetworkSet, RateLimiter, parse_ip
 from infrarust.backend import backend_handshake, close, connect_backend
+from infrarust.bans import BanFileError, BanList, maintain, open_ban_list
 from infrarust.config import ProxyConfig, ServerConfig, load_config
 from infrarust.config._models import Address, Keepalive, ProxyMode, UnknownDomainBehavior
 from infrarust.protocol import (
@@ -160,13 +162,17 @@ class _Hello:
 
 
 class Proxy:
-    """A running proxy: its bound address, its live sessions, and :meth:`reload`.
+    """A running proxy: its bound address, its live sessions, its bans, and :meth:`reload`.
 
     Made by :func:`serve`; an embedding program gets it from ``await nursery.start(infrarust.serve, config)``.
+    ``bans`` is the :class:`~infrarust.bans.BanList` of ``[ban] file`` (``proxy.bans.ban_player(name=...,
+    reason=...)`` bans and saves at once); a reload keeps it unless ``[ban] file`` changes. An invalid ban
+    file raises :class:`~infrarust.bans.BanFileError` here.
     """
 
     def __init__(self, config: ProxyConfig) -> None:
         self._generation = _Generation(config)
+        self.bans: BanList = open_ban_list(config)
         self._sessions: set[Player] = set()
         self._players_by_server: collections.Counter[str] = collections.Counter()
         self._connections = 0
@@ -212,6 +218,13 @@ class Proxy:
                 return False
         # The listener is already bound: bind (and workers) are start-time settings.
         config = attrs.evolve(config, bind=current.bind, workers=current.workers)
+        try:  # the ban file is read again too (the same one, or the new one); a bad one rejects it all
+            self.bans = open_ban_list(config, self.bans)
+        except BanFileError as exc:
+            logger.error(
+                "reload rejected, keeping the old configuration: %s", exc.config_error(config.source)
+            )
+            return False
         self._generation = _Generation(config)
         if self._listener is not None:  # new keepalive settings for the connections accepted from now on
             tune_socket(self._listener.socket, config.keepalive)
@@ -227,6 +240,9 @@ class Proxy:
             sockname = listener.socket.getsockname()
             self.address = (sockname[0], sockname[1])
             logger.debug("accepting on %s", Address(self.address[0], self.address[1]))
+            nursery.start_soon(
+                maintain, lambda: self.bans, lambda: self._generation.config.ban.purge_interval
+            )
             task_status.started(self)
             while True:
                 try:
@@ -298,6 +314,14 @@ class Proxy:
         else:
             handshake = event
         status = handshake.next_state == NextState.STATUS
+        # Logins only: a banned IP's server-list pings are answered, as vanilla servers do.
+        if not status and self.bans:
+            name, player_uuid = _identity(hello)
+            ban = self.bans.match(client.ip, name, player_uuid)
+            if ban is not None:
+                self.bans.log_refusal(ban, client=str(client), name=name, uuid=player_uuid)
+                await _send_quietly(stream, _refusal(hello, ban.message()))
+                return
         limiter = generation.status_limiter if status else generation.login_limiter
         if not limiter.allow(client.ip, trio.current_time()):
             logger.info("rate limited client=%s kind=%s", client, "status" if status else "login")
@@ -532,6 +556,15 @@ def _outbound_proxy_header(server: ServerConfig, client: _Client, stream: trio.S
         return b""
     local = client.local or _address(stream.socket.getsockname)
     return encode_proxy_v2(client.address, local) if local is not None else b""
+
+
+def _identity(hello: _Hello) -> tuple[str | None, uuid.UUID | None]:
+    """The name and UUID a logging-in client gave (a legacy login has only a name)."""
+    if isinstance(hello.event, LegacyLogin):
+        return hello.event.username, None
+    if hello.login is None:
+        return None, None
+    return hello.login.name, hello.login.uuid
 
 
 def _refusal(hello: _Hello, message: str) -> bytes:

@@ -33,7 +33,7 @@ DEFAULT_CONFIG_FILE: Final = "infrarust.toml"
 # logs "<key> is accepted but not enforced yet". Remove a key from here when its feature lands.
 NOT_YET_ENFORCED: Final[Mapping[type, tuple[str, ...]]] = MappingProxyType(
     {
-        ProxyConfig: ("ban", "metrics"),
+        ProxyConfig: ("metrics",),
         ServerConfig: (),
     }
 )
@@ -95,7 +95,11 @@ class _Load:
         servers = self._load_servers(path, resolved_dir)
         if config is None:
             return None
-        return attrs.evolve(config, servers_dir=resolved_dir, servers=tuple(servers), source=path.resolve())
+        # Like servers_dir, the ban file is relative to this file's folder.
+        ban = attrs.evolve(config.ban, file=str((path.parent / config.ban.file).resolve()))
+        return attrs.evolve(
+            config, servers_dir=resolved_dir, servers=tuple(servers), ban=ban, source=path.resolve()
+        )
 
     def _read(self, path: Path) -> dict[str, Any] | None:
         """The file's TOML as plain Python data, or None after recording why it cannot be had."""

@@ -139,8 +139,10 @@ class Keepalive:
 
 @frozen
 class Ban:
-    """``[ban]``."""
+    """``[ban]``: persistent bans (see :mod:`infrarust.bans`)."""
 
+    # Relative to the configuration file's folder, like servers_dir: a loaded configuration holds it
+    # absolute; one built in code resolves it against the working directory.
     file: str = "bans.json"
     purge_interval: float = 300.0
     enable_audit_log: bool = True

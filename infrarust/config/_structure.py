@@ -129,6 +129,13 @@ def _path(value: object, _: object = None) -> Path:
     return Path(text)
 
 
+def _file_path(value: object, _: object = None) -> str:
+    text = _string(value)
+    if not text:
+        raise ValueError("expected a file path, got an empty string")
+    return text
+
+
 def _address(value: object, _: object = None) -> Address:
     return parse_address(_string(value))
 
@@ -300,6 +307,7 @@ def make_converter(base_dir: Path) -> cattrs.Converter:
             "blacklist": override(struct_hook=_each(_cidr)),
         },
         ZeroCopy: {"pipe_size": override(struct_hook=_pipe_size)},
+        Ban: {"file": override(struct_hook=_file_path)},
         ServerConfig: {
             "name": override(struct_hook=_server_name),
             "addresses": override(struct_hook=_addresses),
