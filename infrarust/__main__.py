@@ -19,8 +19,9 @@ from infrarust import _bancli
 from infrarust.bans import check_ban_file
 from infrarust.config import ConfigError, load_config, parse_address
 from infrarust.config._models import Address, ProxyConfig
+from infrarust.metrics import MetricsBindError
 from infrarust.ping import PingError, PingResult, legacy_ping, ping
-from infrarust.proxy import serve
+from infrarust.proxy import Proxy
 from infrarust.workers import notify_ready, supervise, watch_parent
 
 logger = logging.getLogger("infrarust")
@@ -126,18 +127,31 @@ def _run(path: str | None, bind: str | None, level: str, worker_id: int | None, 
         )
     elif config.workers > 1:
         return _exit_code(lambda: trio.run(supervise, config, path, level), config, path)
-    return _exit_code(lambda: trio.run(_serve_until_signalled, config, ready_fd), config, path)
+    return _exit_code(lambda: trio.run(_serve_until_signalled, config, ready_fd, worker_id), config, path)
 
 
 def _exit_code(run: Callable[[], None], config: ProxyConfig, path: str | None) -> int:
     """Run the proxy; a listener that cannot be opened is an error line and exit 1, not a traceback."""
     try:
         run()
-    except OSError as exc:
+    except (OSError, BaseExceptionGroup) as raised:
+        exc = _only_error(raised)  # trio's nurseries wrap what a task raises in exception groups
+        if not isinstance(exc, OSError):
+            raise
         where = Path(path or "infrarust.toml")
-        print(f"{where}: bind: cannot listen on {config.bind}: {exc.strerror or exc}", file=sys.stderr)
+        key, address = (
+            ("metrics.bind", exc.address) if isinstance(exc, MetricsBindError) else ("bind", config.bind)
+        )
+        print(f"{where}: {key}: cannot listen on {address}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _only_error(exc: BaseException) -> BaseException:
+    """The one exception inside nested single-member exception groups (else ``exc`` itself)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def _ping(options: argparse.Namespace) -> int:
@@ -165,11 +179,11 @@ def _ping(options: argparse.Namespace) -> int:
     return 0
 
 
-async def _serve_until_signalled(config: ProxyConfig, ready_fd: int | None) -> None:
+async def _serve_until_signalled(config: ProxyConfig, ready_fd: int | None, worker_id: int | None) -> None:
     # The receiver is open before the listener, so a signal sent as soon as "listening on" appears is seen.
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
-            proxy = await nursery.start(serve, config)
+            proxy = await nursery.start(Proxy(config, worker=worker_id).run)
             if ready_fd is None:
                 logger.info("listening on %s", Address(*proxy.address))
             else:  # a worker: its supervisor prints the one "listening on" line once all workers are up

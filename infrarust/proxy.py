@@ -26,6 +26,7 @@ from infrarust.backend import backend_handshake, close, connect_backend
 from infrarust.bans import BanFileError, BanList, maintain, open_ban_list
 from infrarust.config import ProxyConfig, ServerConfig, load_config
 from infrarust.config._models import Address, Keepalive, ProxyMode, UnknownDomainBehavior
+from infrarust.metrics import Metrics, serve_metrics, worker_bind
 from infrarust.protocol import (
     Handshake,
     HelloReader,
@@ -125,10 +126,10 @@ class Player:
 class _Generation:
     """Everything derived from one configuration; a reload swaps it whole, so a connection sees one."""
 
-    def __init__(self, config: ProxyConfig) -> None:
+    def __init__(self, config: ProxyConfig, metrics: Metrics) -> None:
         self.config = config
         self.router = Router(config.servers)
-        self.serverlist = ServerList(config)
+        self.serverlist = ServerList(config, metrics)
         limits = config.rate_limit
         self.login_limiter = RateLimiter(limits.max_connections, limits.window)
         self.status_limiter = RateLimiter(limits.status_max, limits.status_window)
@@ -168,10 +169,19 @@ class Proxy:
     ``bans`` is the :class:`~infrarust.bans.BanList` of ``[ban] file`` (``proxy.bans.ban_player(name=...,
     reason=...)`` bans and saves at once); a reload keeps it unless ``[ban] file`` changes. An invalid ban
     file raises :class:`~infrarust.bans.BanFileError` here.
+    ``metrics`` is its :class:`~infrarust.metrics.Metrics` registry (kept across reloads), served over HTTP
+    when the configuration has ``[metrics]``; ``metrics_address`` is then the endpoint's bound (host, port).
+    ``worker`` is the worker number under ``workers = N`` (1 to N): worker N serves metrics on the
+    configured port + N - 1.
     """
 
-    def __init__(self, config: ProxyConfig) -> None:
-        self._generation = _Generation(config)
+    def __init__(self, config: ProxyConfig, *, worker: int | None = None) -> None:
+        self.metrics = Metrics(
+            open_connections=lambda: self._connections, live_sessions=lambda: self._sessions
+        )
+        self.metrics_address: tuple[str, int] | None = None
+        self._worker = worker
+        self._generation = _Generation(config, self.metrics)
         self.bans: BanList = open_ban_list(config)
         self._sessions: set[Player] = set()
         self._players_by_server: collections.Counter[str] = collections.Counter()
@@ -210,22 +220,28 @@ class Proxy:
         if config is None:
             if current.source is None:
                 logger.warning("reload skipped: the configuration was not loaded from a file")
+                self.metrics.config_reload("rejected")
                 return False
             try:
                 config = load_config(current.source)
             except Exception as exc:  # a bad file must never take down a running proxy
                 logger.error("reload rejected, keeping the old configuration: %s", exc)
+                self.metrics.config_reload("rejected")
                 return False
         # The listener is already bound: bind (and workers) are start-time settings.
-        config = attrs.evolve(config, bind=current.bind, workers=current.workers)
+        if config.metrics != current.metrics:  # the endpoint is already bound (or was never started)
+            logger.warning("metrics changes take effect at the next start; the endpoint stays as it is")
+        config = attrs.evolve(config, bind=current.bind, workers=current.workers, metrics=current.metrics)
         try:  # the ban file is read again too (the same one, or the new one); a bad one rejects it all
             self.bans = open_ban_list(config, self.bans)
         except BanFileError as exc:
             logger.error(
                 "reload rejected, keeping the old configuration: %s", exc.config_error(config.source)
             )
+            self.metrics.config_reload("rejected")
             return False
-        self._generation = _Generation(config)
+        self._generation = _Generation(config, self.metrics)
+        self.metrics.config_reload("ok")
         if self._listener is not None:  # new keepalive settings for the connections accepted from now on
             tune_socket(self._listener.socket, config.keepalive)
         logger.info("configuration reloaded servers=%d", len(config.servers))
@@ -243,6 +259,10 @@ class Proxy:
             nursery.start_soon(
                 maintain, lambda: self.bans, lambda: self._generation.config.ban.purge_interval
             )
+            if config.metrics is not None:
+                bind = worker_bind(config.metrics.bind, self._worker)
+                self.metrics_address = await nursery.start(serve_metrics, self.metrics, bind)
+                logger.info("metrics on %s", Address(*self.metrics_address))
             task_status.started(self)
             while True:
                 try:
@@ -262,6 +282,7 @@ class Proxy:
                 logger.info(
                     "connection refused client=%s reason=max_connections limit=%d", _peer(stream), limit
                 )
+                self.metrics.connection("refused_max_connections")
                 return
             self._connections += 1
             try:
@@ -292,15 +313,19 @@ class Proxy:
                 hello = await _read_hello(stream, initial)
             except ProtocolError as exc:
                 logger.info("bad handshake client=%s error=%s", client, quote(str(exc)))
+                self.metrics.connection("bad_handshake")
                 return
             except trio.BrokenResourceError as exc:
                 logger.info("client reset before its handshake client=%s error=%s", client, quote(str(exc)))
+                self.metrics.connection("closed_early")
                 return
         if deadline.cancelled_caught:
             logger.info("handshake timeout client=%s after=%ss", client, _seconds(config.handshake_timeout))
+            self.metrics.connection("handshake_timeout")
             return
         if hello is None:
             logger.info("client closed before its handshake client=%s", client)
+            self.metrics.connection("closed_early")
             return
         event = hello.event
         if isinstance(event, LegacyPing):
@@ -320,11 +345,13 @@ class Proxy:
             ban = self.bans.match(client.ip, name, player_uuid)
             if ban is not None:
                 self.bans.log_refusal(ban, client=str(client), name=name, uuid=player_uuid)
+                self.metrics.connection("banned")
                 await _send_quietly(stream, _refusal(hello, ban.message()))
                 return
         limiter = generation.status_limiter if status else generation.login_limiter
         if not limiter.allow(client.ip, trio.current_time()):
             logger.info("rate limited client=%s kind=%s", client, "status" if status else "login")
+            self.metrics.connection("rate_limited")
             if not status:
                 await _send_quietly(stream, _refusal(hello, RATE_LIMITED_MESSAGE))
             return
@@ -334,25 +361,31 @@ class Proxy:
             return
         if not generation.ip_rules[server.name].allows(parse_ip(client.ip)):
             logger.info("ip filtered server=%s client=%s", server.name, client)
+            self.metrics.connection("ip_filtered")
             if not status:
                 await _send_quietly(stream, _refusal(hello, FILTERED_MESSAGE))
             return
         proxy_header = _outbound_proxy_header(server, client, stream)
         if isinstance(event, LegacyPing):
+            self.metrics.connection("legacy_ping")
             await generation.serverlist.answer_legacy_ping(stream, event, server, proxy_header)
             return
         if status:
+            self.metrics.connection("status")
             await generation.serverlist.answer_status(stream, handshake, hello.rest, server, proxy_header)
             return
         if server.max_players and self._players_by_server[server.name] >= server.max_players:
             logger.info(
                 "server full server=%s client=%s max_players=%d", server.name, client, server.max_players
             )
+            self.metrics.connection("full")
             await _send_quietly(stream, _refusal(hello, FULL_MESSAGE))
             return
         connected = await connect_backend(server, config.connect_timeout, config.keepalive)
         if connected is None:
             logger.info("backend unreachable server=%s client=%s", server.name, client)
+            self.metrics.connection("backend_unreachable")
+            self.metrics.backend_connect_failure(server.name)
             await _send_quietly(stream, _refusal(hello, server.disconnect_message))
             return
         backend, address = connected
@@ -370,6 +403,7 @@ class Proxy:
         generation: _Generation,
         client: _Client,
     ) -> None:
+        self.metrics.connection("unknown_domain")
         drop = generation.config.unknown_domain_behavior is UnknownDomainBehavior.DROP
         logger.info(
             "unknown domain client=%s host=%s action=%s",
@@ -402,6 +436,7 @@ class Proxy:
         player = Player(server, str(client), handshake, hello.login, trio.current_time())
         self._sessions.add(player)
         self._players_by_server[server.name] += 1
+        self.metrics.connection("relayed")
         result: ForwardResult | None = None
         try:
             await backend.send_all(first)
@@ -425,6 +460,8 @@ class Proxy:
             if result is None:  # cancelled from outside: the proxy is shutting down
                 result = player.traffic.result(ForwardEndReason.SHUTDOWN)
             player.result = result
+            # In the same step as leaving _sessions: a scrape never counts these bytes twice or not at all.
+            self.metrics.session_ended(server.name, server.proxy_mode.value, result)
             _log_session_end(player, result)
 
 

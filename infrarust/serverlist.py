@@ -11,6 +11,7 @@ import trio
 from infrarust._logfmt import quote
 from infrarust.backend import backend_handshake, close, connect_backend
 from infrarust.config._models import ProxyConfig, ServerConfig
+from infrarust.metrics import Metrics
 from infrarust.protocol import (
     Handshake,
     LegacyPing,
@@ -58,11 +59,16 @@ LEGACY_BACKEND_PROTOCOL = 765
 
 
 class ServerList:
-    """Server-list answers for one configuration, with its status cache."""
+    """Server-list answers for one configuration, with its status cache.
 
-    def __init__(self, config: ProxyConfig) -> None:
+    Each answer is counted in ``metrics`` by its source (the proxy passes its own registry, which outlives
+    this object across reloads).
+    """
+
+    def __init__(self, config: ProxyConfig, metrics: Metrics | None = None) -> None:
         self.config = config
         self.cache = StatusCache(config.status_cache.ttl, config.status_cache.max_entries)
+        self.metrics = metrics if metrics is not None else Metrics()
 
     async def answer_status(
         self,
@@ -143,27 +149,36 @@ class ServerList:
         """
         echo = handshake.protocol_version if echo_protocol is None else echo_protocol
         if server is None:
+            self.metrics.status_answer("", "motd_default")
             return proxy_status_json(
                 pick_motd(self.config.default_motd, DEFAULT_MOTD_STATES), BUILTIN_UNKNOWN_TEXT, echo
             )
 
+        fetched = False  # this answer came from its own backend exchange, not the cache or a shared one
+
         async def fetch() -> str:
+            nonlocal fetched
+            fetched = True
             return apply_online_motd(
                 await self._fetch(server, handshake, proxy_header), server.motd.get("online")
             )
 
         try:
-            return await self.cache.get((server.name, handshake.protocol_version), fetch)
+            answer = await self.cache.get((server.name, handshake.protocol_version), fetch)
         except StatusUnavailable as exc:
             logger.info("status unavailable server=%s error=%s", server.name, quote(str(exc)))
+            self.metrics.status_answer(server.name, "motd_unreachable")
             return proxy_status_json(
                 pick_motd(server.motd, UNREACHABLE_STATES), BUILTIN_UNREACHABLE_TEXT, echo
             )
+        self.metrics.status_answer(server.name, "backend" if fetched else "cache")
+        return answer
 
     async def _fetch(self, server: ServerConfig, handshake: Handshake, proxy_header: bytes) -> str:
         """One status exchange with the backend, with the client's (possibly rewritten) handshake."""
         connected = await connect_backend(server, self.config.connect_timeout)
         if connected is None:
+            self.metrics.backend_connect_failure(server.name)
             raise StatusUnavailable("no backend address answered")
         backend, address = connected
         try:

@@ -1,0 +1,622 @@
+"""Metrics: the registry and its text format, the HTTP endpoint, and a proxy scraped over real sockets.
+
+Every value is asserted exactly: each step of a test causes a known number of connections, sessions, bytes
+and server-list answers, and the scrape must show precisely those.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import attrs
+import pytest
+import trio
+from _status_helpers import ask_status, free_port, start_fake_status_server
+from helpers import (
+    Backend,
+    handshake,
+    login_start,
+    proxy_config,
+    read_exactly,
+    read_until_eof,
+    server,
+    start_proxy,
+    start_recording_backend,
+)
+from test_workers import Supervisor, relay_once, worker_pids
+
+import infrarust
+import infrarust.metrics as metrics_module
+from infrarust.config._models import Address, ProxyMode, ServerConfig, StatusCache
+from infrarust.config._models import Metrics as MetricsConfig
+from infrarust.metrics import (
+    CONTENT_TYPE,
+    HEAD_LIMIT,
+    Metrics,
+    MetricsBindError,
+    escape_label_value,
+    serve_metrics,
+    worker_bind,
+)
+from infrarust.protocol import LegacyPingKind, encode_legacy_ping, encode_packet
+from infrarust.transport import ForwardEndReason, ForwardResult, Traffic
+
+ROOT = Path(__file__).resolve().parent.parent
+ON = MetricsConfig(Address("127.0.0.1", 0))
+FAMILIES = [
+    ("infrarust_connections_total", "counter"),
+    ("infrarust_connections_open", "gauge"),
+    ("infrarust_sessions_active", "gauge"),
+    ("infrarust_sessions_ended_total", "counter"),
+    ("infrarust_relayed_bytes_total", "counter"),
+    ("infrarust_status_answers_total", "counter"),
+    ("infrarust_backend_connect_failures_total", "counter"),
+    ("infrarust_config_reloads_total", "counter"),
+]
+# A label value: anything but a backslash, quote or newline, or one of their escapes.
+_VALUE = r'"(?:[^"\\\n]|\\[\\"n])*"'
+SAMPLE_LINE = re.compile(rf"^(infrarust_[a-z_]+)(\{{[a-z_]+={_VALUE}(?:,[a-z_]+={_VALUE})*\}})? (\d+)$")
+OUTCOMES_AT_ZERO = {
+    f'infrarust_connections_total{{outcome="{outcome}"}}': 0 for outcome in metrics_module.OUTCOMES
+}
+
+
+# --- helpers ------------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+def parse_reply(data: bytes) -> Reply:
+    head, separator, body = data.partition(b"\r\n\r\n")
+    assert separator, data[:200]
+    lines = head.decode("ascii").split("\r\n")
+    version, status, _ = lines[0].split(" ", 2)
+    assert version == "HTTP/1.1"
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(": ")
+        headers[name.lower()] = value
+    return Reply(int(status), headers, body)
+
+
+async def exchange(address: tuple[str, int], request: bytes) -> Reply:
+    """Send raw bytes to the endpoint and read its whole answer (it closes after one)."""
+    stream = await trio.open_tcp_stream(*address)
+    async with stream:
+        await stream.send_all(request)
+        return parse_reply(await read_until_eof(stream))
+
+
+async def scrape(address: tuple[str, int] | None) -> dict[str, int]:
+    """``GET /metrics``: every sample as ``name{labels}`` -> value, after checking the answer's form."""
+    assert address is not None
+    reply = await exchange(address, b"GET /metrics HTTP/1.1\r\nHost: prometheus\r\n\r\n")
+    assert reply.status == 200
+    assert reply.headers["content-type"] == CONTENT_TYPE
+    assert reply.headers["connection"] == "close"
+    assert int(reply.headers["content-length"]) == len(reply.body)
+    return samples(reply.body.decode("utf-8"))
+
+
+def samples(text: str) -> dict[str, int]:
+    assert text.endswith("\n")
+    values: dict[str, int] = {}
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        match = SAMPLE_LINE.match(line)
+        assert match, line
+        key = line.rsplit(" ", 1)[0]
+        assert key not in values, f"{key} twice"
+        values[key] = int(match.group(3))
+    return values
+
+
+def family(values: dict[str, int], name: str) -> dict[str, int]:
+    return {key: value for key, value in values.items() if key == name or key.startswith(name + "{")}
+
+
+async def wait_until(predicate: object, timeout: float = 5.0) -> None:
+    assert callable(predicate)
+    with trio.fail_after(timeout):
+        while not predicate():
+            await trio.sleep(0.005)
+
+
+async def connect(proxy: infrarust.Proxy) -> trio.SocketStream:
+    return await trio.open_tcp_stream("127.0.0.1", proxy.port)
+
+
+async def start_endpoint(nursery: trio.Nursery, metrics: Metrics | None = None) -> tuple[str, int]:
+    address: tuple[str, int] = await nursery.start(
+        serve_metrics, metrics if metrics is not None else Metrics(), Address("127.0.0.1", 0)
+    )
+    return address
+
+
+def reset(stream: trio.SocketStream) -> None:
+    """Close with an RST (SO_LINGER 0), as a crashing client does."""
+    stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    stream.socket.close()
+
+
+@attrs.frozen
+class FakeSession:
+    server: ServerConfig
+    traffic: Traffic
+
+    @property
+    def mode(self) -> ProxyMode:
+        return self.server.proxy_mode
+
+
+# --- the registry and its text ------------------------------------------------------------------------
+
+
+def test_an_empty_registry_renders_every_family_with_help_and_type() -> None:
+    text = Metrics().render()
+    lines = text.splitlines()
+    for name, kind in FAMILIES:
+        help_index = lines.index(next(line for line in lines if line.startswith(f"# HELP {name} ")))
+        assert lines[help_index + 1] == f"# TYPE {name} {kind}"
+    assert [line.split()[2] for line in lines if line.startswith("# TYPE")] == [name for name, _ in FAMILIES]
+    assert samples(text) == {
+        **OUTCOMES_AT_ZERO,
+        "infrarust_connections_open": 0,
+        'infrarust_config_reloads_total{result="ok"}': 0,
+        'infrarust_config_reloads_total{result="rejected"}': 0,
+    }
+
+
+def test_every_update_shows_exactly_once_in_the_text() -> None:
+    metrics = Metrics(open_connections=lambda: 4)
+    metrics.connection("relayed")
+    metrics.connection("relayed")
+    metrics.connection("unknown_domain")
+    metrics.session_ended("lobby", "zero_copy", ForwardResult(10, 2000, ForwardEndReason.CLIENT_CLOSED))
+    metrics.session_ended("lobby", "zero_copy", ForwardResult(5, 7, ForwardEndReason.ERROR, "reset"))
+    metrics.status_answer("lobby", "cache")
+    metrics.status_answer("", "motd_default")
+    metrics.backend_connect_failure("lobby")
+    metrics.config_reload("rejected")
+    assert samples(metrics.render()) == {
+        **OUTCOMES_AT_ZERO,
+        'infrarust_connections_total{outcome="relayed"}': 2,
+        'infrarust_connections_total{outcome="unknown_domain"}': 1,
+        "infrarust_connections_open": 4,
+        'infrarust_sessions_active{server="lobby",mode="zero_copy"}': 0,
+        'infrarust_sessions_ended_total{server="lobby",mode="zero_copy",reason="ClientClosed"}': 1,
+        'infrarust_sessions_ended_total{server="lobby",mode="zero_copy",reason="Error"}': 1,
+        'infrarust_relayed_bytes_total{server="lobby",direction="b2c"}': 2007,
+        'infrarust_relayed_bytes_total{server="lobby",direction="c2b"}': 15,
+        'infrarust_status_answers_total{server="",source="motd_default"}': 1,
+        'infrarust_status_answers_total{server="lobby",source="cache"}': 1,
+        'infrarust_backend_connect_failures_total{server="lobby"}': 1,
+        'infrarust_config_reloads_total{result="ok"}': 0,
+        'infrarust_config_reloads_total{result="rejected"}': 1,
+    }
+
+
+def test_live_sessions_count_as_active_and_add_their_bytes_so_far() -> None:
+    lobby = server("lobby", ["l.test"], [Address("127.0.0.1", 1)], ProxyMode.PASSTHROUGH)
+    live = [FakeSession(lobby, Traffic(100, 1000)), FakeSession(lobby, Traffic(1, 2))]
+    metrics = Metrics(live_sessions=lambda: live)
+    metrics.session_ended("lobby", "passthrough", ForwardResult(10, 20, ForwardEndReason.BACKEND_CLOSED))
+    values = samples(metrics.render())
+    assert family(values, "infrarust_sessions_active") == {
+        'infrarust_sessions_active{server="lobby",mode="passthrough"}': 2
+    }
+    assert family(values, "infrarust_relayed_bytes_total") == {
+        'infrarust_relayed_bytes_total{server="lobby",direction="b2c"}': 1022,
+        'infrarust_relayed_bytes_total{server="lobby",direction="c2b"}': 111,
+    }
+    live.clear()  # both ended: their bytes leave the live sum (the proxy moves them into the counter)
+    assert family(samples(metrics.render()), "infrarust_sessions_active") == {
+        'infrarust_sessions_active{server="lobby",mode="passthrough"}': 0
+    }
+
+
+def test_label_values_are_escaped() -> None:
+    assert escape_label_value('a\\b"c\nd') == 'a\\\\b\\"c\\nd'
+    metrics = Metrics()
+    metrics.backend_connect_failure('odd\\name "with"\nnewline')
+    lines = metrics.render().splitlines()
+    assert 'infrarust_backend_connect_failures_total{server="odd\\\\name \\"with\\"\\nnewline"} 1' in lines
+    assert all(SAMPLE_LINE.match(line) for line in lines if not line.startswith("#"))
+
+
+def test_worker_ports() -> None:
+    bind = Address("127.0.0.1", 9100)
+    assert worker_bind(bind, None) == bind
+    assert worker_bind(bind, 1) == bind
+    assert worker_bind(bind, 3) == Address("127.0.0.1", 9102)
+    assert worker_bind(Address("::1", 0), 4) == Address("::1", 0)  # port 0: each worker a free port
+
+
+# --- the HTTP endpoint --------------------------------------------------------------------------------
+
+
+async def test_get_head_and_a_query_string(nursery: trio.Nursery) -> None:
+    metrics = Metrics()
+    metrics.connection("status")
+    address = await start_endpoint(nursery, metrics)
+    reply = await exchange(address, b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n")
+    assert reply.status == 200
+    assert reply.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    assert reply.body == metrics.render().encode()
+    assert int(reply.headers["content-length"]) == len(reply.body)
+    head = await exchange(address, b"HEAD /metrics HTTP/1.0\r\n\r\n")
+    assert head.status == 200 and head.body == b""
+    assert head.headers["content-length"] == reply.headers["content-length"]
+    query = await exchange(address, b"GET /metrics?name[]=x HTTP/1.1\n\n")  # bare LF line ends too
+    assert query.status == 200 and query.body == reply.body
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"GET / HTTP/1.1\r\n\r\n", 404),
+        (b"GET /metricsx HTTP/1.1\r\n\r\n", 404),
+        (b"GET /favicon.ico HTTP/1.1\r\nHost: x\r\n\r\n", 404),
+        (b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 405),
+        (b"DELETE /metrics HTTP/1.1\r\n\r\n", 405),
+        (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400),  # a TLS client hello
+        (handshake("metrics.test"), 400),  # a Minecraft client at the wrong port
+        (b"GET /metrics\r\n\r\n", 400),  # no version
+        (b"GET /metrics HTTP/2.0\r\n\r\n", 400),
+        (b"get /metrics HTTP/1.1\r\n\r\n", 400),
+        (b"GET  /metrics HTTP/1.1\r\n\r\n", 400),
+        (b"GET /m\xc3\xa9trics HTTP/1.1\r\n\r\n", 400),
+        (b"GET /metrics HTTP/1.1\r\nHost: x", 400),  # the client closes (sends EOF) before the blank line
+    ],
+)
+async def test_wrong_paths_methods_and_garbage(
+    nursery: trio.Nursery, request_bytes: bytes, status: int
+) -> None:
+    address = await start_endpoint(nursery)
+    stream = await trio.open_tcp_stream(*address)
+    async with stream:
+        await stream.send_all(request_bytes)
+        await stream.send_eof()
+        reply = parse_reply(await read_until_eof(stream))
+    assert reply.status == status
+    assert reply.headers["connection"] == "close"
+    assert int(reply.headers["content-length"]) == len(reply.body)
+    if status == 405:
+        assert reply.headers["allow"] == "GET, HEAD"
+    assert (await scrape(address))["infrarust_connections_open"] == 0  # and it still serves
+
+
+async def test_an_oversized_head_gets_431_and_the_connection_closes(nursery: trio.Nursery) -> None:
+    address = await start_endpoint(nursery)
+    stream = await trio.open_tcp_stream(*address)
+    async with stream:
+        await stream.send_all(b"GET /metrics HTTP/1.1\r\nX-Filler: " + b"a" * (2 * HEAD_LIMIT))
+        reply = parse_reply(await read_until_eof(stream))  # answered without the blank line ever coming
+    assert reply.status == 431
+    complete_but_too_big = b"GET /metrics HTTP/1.1\r\nX-Filler: " + b"a" * HEAD_LIMIT + b"\r\n\r\n"
+    assert (await exchange(address, complete_but_too_big)).status == 431
+    assert "infrarust_connections_open" in await scrape(address)
+
+
+async def test_a_slow_client_is_cut_at_the_head_timeout(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(metrics_module, "HEAD_TIMEOUT", 0.2)
+    address = await start_endpoint(nursery)
+    slow = await trio.open_tcp_stream(*address)
+    silent = await trio.open_tcp_stream(*address)
+    async with slow, silent:
+        await slow.send_all(b"GET /metr")  # and nothing more, without closing
+        assert parse_reply(await read_until_eof(slow, timeout=10)).status == 408
+        assert parse_reply(await read_until_eof(silent, timeout=10)).status == 408
+    assert "infrarust_connections_open" in await scrape(address)
+
+
+async def test_connections_past_the_cap_are_closed_at_once(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(metrics_module, "MAX_CLIENTS", 2)
+    address = await start_endpoint(nursery)
+    held = [await trio.open_tcp_stream(*address) for _ in range(2)]
+    await held[0].send_all(b"G")
+    await held[1].send_all(b"G")
+    extra = await trio.open_tcp_stream(*address)
+    async with extra:
+        with contextlib.suppress(trio.BrokenResourceError):  # closed unanswered, maybe before this send
+            await extra.send_all(b"GET /metrics HTTP/1.1\r\n\r\n")
+        assert await read_until_eof(extra) == b""
+    for stream in held:
+        await stream.aclose()
+    with trio.fail_after(5):  # the held ones leave, so scrapes get through again
+        while True:
+            try:
+                await scrape(address)
+                break
+            except (AssertionError, trio.BrokenResourceError, OSError):
+                await trio.sleep(0.01)
+
+
+async def test_a_port_in_use_is_a_metrics_bind_error(nursery: trio.Nursery) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(MetricsBindError) as info:
+            await nursery.start(serve_metrics, Metrics(), Address("127.0.0.1", port))
+    assert info.value.address == Address("127.0.0.1", port)
+    with pytest.raises(MetricsBindError):
+        await nursery.start(serve_metrics, Metrics(), Address("127.0.0.1", 70000))
+
+
+def test_the_command_line_names_metrics_bind_when_it_cannot_listen(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path = tmp_path / "infrarust.toml"
+        path.write_text(f'[metrics]\nbind = "127.0.0.1:{port}"\n')
+        result = subprocess.run(
+            [sys.executable, "-m", "infrarust", "-c", str(path), "--bind", "127.0.0.1:0"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert result.returncode == 1
+    assert f"infrarust.toml: metrics.bind: cannot listen on 127.0.0.1:{port}: " in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# --- a proxy, scraped ---------------------------------------------------------------------------------
+
+
+async def test_a_proxy_counts_what_it_did_exactly(
+    nursery: trio.Nursery, backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="infrarust")
+    hub = await start_fake_status_server(nursery)
+    down = Address("127.0.0.1", free_port())
+    config = proxy_config(
+        server("game", ["game.test"], [backend.address]),
+        server("hub", ["hub.test"], [hub.address], ProxyMode.ZERO_COPY),
+        server("down", ["down.test"], [down]),
+        metrics=ON,
+        status_cache=StatusCache(ttl=600.0),
+        connect_timeout=2.0,
+    )
+    proxy = await start_proxy(nursery, config)
+    assert proxy.metrics_address is not None and proxy.metrics_address[1] != 0
+    assert f"metrics on 127.0.0.1:{proxy.metrics_address[1]}" in caplog.text
+
+    # A relayed session, scraped while it lives: its bytes so far are there before it ends.
+    player = await connect(proxy)
+    first = handshake("game.test") + login_start("Alice")
+    await player.send_all(first + b"hello")
+    assert await read_exactly(player, len(first) + 5) == first + b"hello"
+    sent = len(first) + 5
+    relayed = {
+        'infrarust_relayed_bytes_total{server="game",direction="b2c"}': sent,
+        'infrarust_relayed_bytes_total{server="game",direction="c2b"}': sent,
+    }
+    with trio.fail_after(5):  # b2c is counted just after the proxy's send returns
+        while (
+            family(values := await scrape(proxy.metrics_address), "infrarust_relayed_bytes_total") != relayed
+        ):
+            await trio.sleep(0.01)
+    assert values["infrarust_connections_open"] == 1
+    assert family(values, "infrarust_sessions_active") == {
+        'infrarust_sessions_active{server="game",mode="passthrough"}': 1
+    }
+    assert family(values, "infrarust_sessions_ended_total") == {}
+    await player.aclose()
+    await wait_until(lambda: not proxy.sessions and proxy.connections == 0)
+
+    # The server list: a miss, a hit, a legacy ping (a hit too: the same protocol is asked of the backend),
+    # a backend that is down, and an unknown domain.
+    for _ in range(2):
+        await ask_status(proxy.port, "hub.test")
+    legacy = await connect(proxy)
+    async with legacy:
+        await legacy.send_all(encode_legacy_ping(LegacyPingKind.V1_6, 78, "hub.test", 25565))
+        assert (await read_until_eof(legacy))[:1] == b"\xff"
+    await ask_status(proxy.port, "down.test")
+    await ask_status(proxy.port, "nowhere.test")
+    assert hub.connections == 1
+
+    # Refusals: a login to a down backend, an unknown domain's login, garbage, a client that closes at once.
+    for host in ("down.test", "nowhere.test"):
+        client = await connect(proxy)
+        async with client:
+            await client.send_all(handshake(host) + login_start("Bob"))
+            assert await read_until_eof(client) != b""  # a Login Disconnect says why
+    garbage = await connect(proxy)
+    async with garbage:
+        await garbage.send_all(encode_packet(0x05, b"hello"))
+        assert await read_until_eof(garbage) == b""
+    quiet = await connect(proxy)
+    await quiet.aclose()
+    await wait_until(lambda: proxy.connections == 0 and proxy.metrics.connections["closed_early"] == 1)
+
+    values = await scrape(proxy.metrics_address)
+    assert values == {
+        **OUTCOMES_AT_ZERO,
+        'infrarust_connections_total{outcome="relayed"}': 1,
+        'infrarust_connections_total{outcome="status"}': 3,
+        'infrarust_connections_total{outcome="legacy_ping"}': 1,
+        'infrarust_connections_total{outcome="unknown_domain"}': 2,
+        'infrarust_connections_total{outcome="backend_unreachable"}': 1,
+        'infrarust_connections_total{outcome="bad_handshake"}': 1,
+        'infrarust_connections_total{outcome="closed_early"}': 1,
+        "infrarust_connections_open": 0,
+        'infrarust_sessions_active{server="game",mode="passthrough"}': 0,
+        'infrarust_sessions_ended_total{server="game",mode="passthrough",reason="ClientClosed"}': 1,
+        **relayed,
+        'infrarust_status_answers_total{server="",source="motd_default"}': 1,
+        'infrarust_status_answers_total{server="down",source="motd_unreachable"}': 1,
+        'infrarust_status_answers_total{server="hub",source="backend"}': 1,
+        'infrarust_status_answers_total{server="hub",source="cache"}': 2,
+        'infrarust_backend_connect_failures_total{server="down"}': 2,
+        'infrarust_config_reloads_total{result="ok"}': 0,
+        'infrarust_config_reloads_total{result="rejected"}': 0,
+    }
+
+
+async def test_refused_connections_are_counted(nursery: trio.Nursery, backend: Backend) -> None:
+    config = proxy_config(server("game", ["game.test"], [backend.address]), metrics=ON, max_connections=1)
+    proxy = await start_proxy(nursery, config)
+    holder = await connect(proxy)  # still handshaking: it holds the one place
+    await wait_until(lambda: proxy.connections == 1)
+    for _ in range(2):
+        refused = await connect(proxy)
+        async with refused:
+            assert await read_until_eof(refused) == b""
+    values = await scrape(proxy.metrics_address)
+    assert values['infrarust_connections_total{outcome="refused_max_connections"}'] == 2
+    assert values["infrarust_connections_open"] == 1
+    assert sum(family(values, "infrarust_connections_total").values()) == 2  # the holder is not done yet
+    await holder.aclose()
+
+
+async def test_reloads_are_counted_and_keep_the_endpoint(
+    nursery: trio.Nursery, backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="infrarust")
+    config = proxy_config(server("game", ["game.test"], [backend.address]), metrics=ON)
+    proxy = await start_proxy(nursery, config)
+    address = proxy.metrics_address
+    await ask_status(proxy.port, "nowhere.test")
+    elsewhere = attrs.evolve(config, metrics=MetricsConfig(Address("127.0.0.1", free_port())))
+    assert proxy.reload(elsewhere)
+    assert "metrics changes take effect at the next start" in caplog.text
+    assert proxy.config.metrics == ON and proxy.metrics_address == address
+    assert not proxy.reload()  # built in code: no file to load again
+    values = await scrape(address)
+    assert values['infrarust_config_reloads_total{result="ok"}'] == 1
+    assert values['infrarust_config_reloads_total{result="rejected"}'] == 1
+    # The counters outlive the generation that counted them.
+    assert values['infrarust_status_answers_total{server="",source="motd_default"}'] == 1
+    await ask_status(proxy.port, "nowhere.test")
+    values = await scrape(address)
+    assert values['infrarust_status_answers_total{server="",source="motd_default"}'] == 2
+
+
+async def test_without_metrics_nothing_listens(nursery: trio.Nursery, backend: Backend) -> None:
+    proxy = await start_proxy(nursery, proxy_config(server("game", ["game.test"], [backend.address])))
+    assert proxy.metrics_address is None
+    assert proxy.metrics.connections["relayed"] == 0  # the registry exists and counts anyway
+
+
+async def test_broken_scrapes_never_disturb_a_relayed_session(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(metrics_module, "HEAD_TIMEOUT", 0.3)
+    backend = await start_recording_backend(nursery)
+    config = proxy_config(server("game", ["game.test"], [backend.address], ProxyMode.ZERO_COPY), metrics=ON)
+    proxy = await start_proxy(nursery, config)
+    address = proxy.metrics_address
+    assert address is not None
+    player = await connect(proxy)
+    first = handshake("game.test") + login_start("Steve")
+    await player.send_all(first)
+    assert await read_exactly(player, len(first)) == first
+
+    async def abuse() -> None:
+        idle = await trio.open_tcp_stream(*address)  # left hanging until the head timeout
+        half = await trio.open_tcp_stream(*address)
+        await half.send_all(b"GET /metrics HTTP/1.1\r\n")
+        reset(half)  # a request cut off by a reset
+        rude = await trio.open_tcp_stream(*address)
+        await rude.send_all(b"GET /metrics HTTP/1.1\r\n\r\n")
+        reset(rude)  # gone before reading the answer
+        for junk in (b"\x00" * 100, b"GET " + b"/" * (3 * HEAD_LIMIT), b"PUT /metrics HTTP/1.1\r\n\r\n"):
+            stream = await trio.open_tcp_stream(*address)
+            async with stream:
+                with trio.move_on_after(5):
+                    try:
+                        await stream.send_all(junk)
+                        await read_until_eof(stream)
+                    except trio.BrokenResourceError:
+                        pass
+        await read_until_eof(idle, timeout=10)
+        await idle.aclose()
+
+    async with trio.open_nursery() as scrapers:
+        for _ in range(5):
+            scrapers.start_soon(abuse)
+        for index in range(20):  # the session keeps relaying while the endpoint is being abused
+            message = f"message {index:04d}".encode()
+            await player.send_all(message)
+            assert await read_exactly(player, len(message)) == message
+            await trio.sleep(0.01)
+
+    values = await scrape(address)
+    assert values['infrarust_sessions_active{server="game",mode="zero_copy"}'] == 1
+    await player.aclose()
+    await wait_until(lambda: not proxy.sessions)
+    assert proxy.metrics.sessions_ended == {("game", "zero_copy", "ClientClosed"): 1}
+    assert len(proxy.sessions) == 0
+
+
+async def test_the_endpoint_runs_in_the_proxys_nursery_and_stops_with_it(backend: Backend) -> None:
+    config = proxy_config(server("game", ["game.test"], [backend.address]), metrics=ON)
+    async with trio.open_nursery() as nursery:
+        proxy = await start_proxy(nursery, config)
+        address = proxy.metrics_address
+        assert address is not None
+        await scrape(address)
+        nursery.cancel_scope.cancel()
+    with pytest.raises(OSError):
+        await trio.open_tcp_stream(*address)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="workers = N needs Linux")
+async def test_each_worker_serves_its_own_counters(tmp_path: Path, backend: Backend) -> None:
+    (tmp_path / "servers").mkdir()
+    (tmp_path / "servers" / "w.toml").write_text(
+        f'domains = ["w.test"]\naddresses = ["127.0.0.1:{backend.port}"]\n'
+    )
+    config = "workers = 2\n[rate_limit]\nmax_connections = 0\n[metrics]\nbind = '127.0.0.1:0'\n"
+    (tmp_path / "infrarust.toml").write_text(config)
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "infrarust", "-c", str(tmp_path / "infrarust.toml"), "--bind", "127.0.0.1:0"],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+    )
+    supervisor = Supervisor(process)
+    try:
+        await supervisor.read_until(rb"listening on 127\.0\.0\.1:\d+ workers=2")
+        port = int(re.findall(rb"listening on 127\.0\.0\.1:(\d+)", supervisor.log)[0])
+        endpoints = dict(re.findall(rb"worker=(\d) metrics on 127\.0\.0\.1:(\d+)", supervisor.log))
+        assert sorted(endpoints) == [b"1", b"2"] and len(set(endpoints.values())) == 2
+        for index in range(10):
+            await relay_once(port, f"p{index}")
+        await supervisor.read_until(rb"session ended", 10)
+        relayed = [
+            (await scrape(("127.0.0.1", int(endpoint))))['infrarust_connections_total{outcome="relayed"}']
+            for endpoint in endpoints.values()
+        ]
+        assert sum(relayed) == 10  # every session counted once, by the worker that relayed it
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(20):
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            for pid in worker_pids(process.pid):
+                os.kill(pid, signal.SIGKILL)
+            process.kill()
+            await process.wait()
