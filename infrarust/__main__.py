@@ -22,7 +22,7 @@ from infrarust.config._models import Address, ProxyConfig
 from infrarust.metrics import MetricsBindError
 from infrarust.ping import PingError, PingResult, legacy_ping, ping
 from infrarust.proxy import Proxy
-from infrarust.workers import notify_ready, supervise, watch_parent
+from infrarust.workers import WorkerStartError, notify_ready, supervise, watch_parent
 
 logger = logging.getLogger("infrarust")
 COMMANDS = ("run", "check", "ping", *_bancli.COMMANDS)
@@ -134,8 +134,11 @@ def _exit_code(run: Callable[[], None], config: ProxyConfig, path: str | None) -
     """Run the proxy; a listener that cannot be opened is an error line and exit 1, not a traceback."""
     try:
         run()
-    except (OSError, BaseExceptionGroup) as raised:
+    except (OSError, WorkerStartError, BaseExceptionGroup) as raised:
         exc = _only_error(raised)  # trio's nurseries wrap what a task raises in exception groups
+        if isinstance(exc, WorkerStartError):
+            print(f"{Path(path or 'infrarust.toml')}: workers: {exc}", file=sys.stderr)
+            return 1
         if not isinstance(exc, OSError):
             raise
         where = Path(path or "infrarust.toml")

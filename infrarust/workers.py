@@ -139,7 +139,7 @@ async def _keep_running(
             if worker.stopping:
                 return
             if first:
-                raise RuntimeError(str(exc)) from None
+                raise WorkerStartError(str(exc)) from None
             logger.error("worker failed to start worker=%d error=%s", worker.index, exc)
         else:
             worker.ready = True
@@ -157,6 +157,10 @@ async def _keep_running(
 
 class _NotReady(Exception):
     pass
+
+
+class WorkerStartError(Exception):
+    """A worker exited before it listened at the first start (its own error line says why)."""
 
 
 async def _start(worker: _Worker, address: Address, config_path: str | None, log_level: str) -> trio.Process:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -143,3 +144,30 @@ async def test_workers_end_when_their_supervisor_is_killed(tmp_path: Path) -> No
     finally:
         for pid in filter(is_running, workers):
             os.kill(pid, signal.SIGKILL)
+
+
+async def test_a_worker_that_cannot_start_is_an_error_line_not_a_traceback(tmp_path: Path) -> None:
+    with socket.socket() as taken:  # the metrics port is already in use, so worker 1 cannot start
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        (tmp_path / "infrarust.toml").write_text(f'workers = 2\n[metrics]\nbind = "127.0.0.1:{port}"\n')
+        result = await trio.run_process(
+            [
+                sys.executable,
+                "-m",
+                "infrarust",
+                "-c",
+                str(tmp_path / "infrarust.toml"),
+                "--bind",
+                "127.0.0.1:0",
+            ],
+            cwd=ROOT,
+            capture_stderr=True,
+            check=False,
+        )
+    stderr = result.stderr.decode()
+    assert result.returncode == 1
+    assert "workers: worker 1 exited before listening" in stderr, stderr
+    assert "metrics.bind: cannot listen on" in stderr  # the worker's own line says why
+    assert "Traceback" not in stderr
