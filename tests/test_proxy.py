@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+from functools import partial
 
 import attrs
 import pytest
@@ -22,16 +23,19 @@ from helpers import (
 )
 
 import infrarust
+from infrarust.backend import connect_backend
 from infrarust.config._models import (
     Address,
     DomainRewrite,
+    Keepalive,
     ProxyMode,
     RewriteKind,
     Timeouts,
     UnknownDomainBehavior,
 )
 from infrarust.protocol import PacketReader, encode_packet, read_string
-from infrarust.proxy import UNKNOWN_DOMAIN_MESSAGE
+from infrarust.proxy import UNKNOWN_DOMAIN_MESSAGE, open_listener
+from infrarust.transport import Traffic, select_forwarder
 
 MODES = [ProxyMode.PASSTHROUGH, ProxyMode.ZERO_COPY, ProxyMode.SERVER_ONLY]
 
@@ -349,3 +353,53 @@ async def test_read_timeout_ends_an_idle_session(nursery: trio.Nursery, backend:
     await read_until_eof(client, timeout=3)
     await wait_until(lambda: player.result is not None)
     assert player.result is not None and player.result.reason is infrarust.ForwardEndReason.ERROR
+
+
+KEEPALIVE = Keepalive(time=42.0, interval=7.0, retries=4)
+
+
+def keepalive_options(sock: trio.socket.SocketType) -> tuple[int, int, int, int, int]:
+    return (
+        sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY),
+        sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+        sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+        sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+        sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
+    )
+
+
+async def test_accepted_clients_inherit_nodelay_and_keepalive_from_the_listener() -> None:
+    listener = await open_listener(Address("127.0.0.1", 0), keepalive=KEEPALIVE)
+    async with listener:
+        port = listener.socket.getsockname()[1]
+        client = await trio.open_tcp_stream("127.0.0.1", port)
+        accepted = await listener.accept()
+        assert keepalive_options(accepted.socket) == (1, 1, 42, 7, 4)
+        await client.aclose()
+        await accepted.aclose()
+
+
+async def test_backend_sockets_get_nodelay_and_keepalive(backend: Backend) -> None:
+    connected = await connect_backend(server("s", ["s.test"], [backend.address]), 1.0, KEEPALIVE)
+    assert connected is not None
+    stream, address = connected
+    assert address == backend.address
+    assert keepalive_options(stream.socket) == (1, 1, 42, 7, 4)
+    await stream.aclose()
+
+
+@pytest.mark.parametrize("mode", [ProxyMode.PASSTHROUGH, ProxyMode.ZERO_COPY])
+async def test_relayed_sockets_lift_trios_unsent_limit(nursery: trio.Nursery, mode: ProxyMode) -> None:
+    # trio caps unsent bytes at 16 KiB on every SocketStream; a relay lifts it (0 = the system default).
+    async def hold(stream: trio.SocketStream) -> None:
+        await trio.sleep_forever()
+
+    listeners = await nursery.start(partial(trio.serve_tcp, hold, 0, host="127.0.0.1"))
+    port = listeners[0].socket.getsockname()[1]
+    pair = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(2)]
+    assert all(s.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT) == 16384 for s in pair)
+    with trio.move_on_after(0.2):
+        await select_forwarder(mode).forward(pair[0], pair[1], Traffic())
+    assert [s.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT) for s in pair] == [0, 0]
+    for stream in pair:
+        await stream.aclose()
