@@ -13,13 +13,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
-import socket
 import urllib.parse
 from collections.abc import Callable, Iterable
 from typing import Final, Literal, Protocol, get_args
 
 import trio
 
+from infrarust._listen import accept, open_listener
 from infrarust.config._models import Address, ProxyMode, ServerConfig
 from infrarust.transport import ForwardResult, Traffic
 
@@ -39,8 +39,6 @@ LINGER_TIME = 1.0
 LINGER_LIMIT = 65536
 # Scrape connections handled at once; more are closed at once (a scraper makes one at a time).
 MAX_CLIENTS = 32
-ACCEPT_RETRY_DELAY = 0.1
-_ACCEPT_CAPACITY_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 READ_SIZE = 4096
 
 Outcome = Literal[
@@ -353,14 +351,10 @@ async def serve_metrics(
         server = _Server(metrics)
         while True:
             try:
-                stream = await listener.accept()
-            except OSError as exc:
-                if exc.errno not in _ACCEPT_CAPACITY_ERRORS:
-                    # The listener itself is broken: metrics stop, the proxy goes on.
-                    logger.error("metrics endpoint stopped error=%s", exc.strerror or exc)
-                    return
-                await trio.sleep(ACCEPT_RETRY_DELAY)
-                continue
+                stream = await accept(listener, "metrics")
+            except OSError as exc:  # the listener itself is broken: metrics stop, the proxy goes on
+                logger.error("metrics endpoint stopped error=%s", exc.strerror or exc)
+                return
             if server.clients >= MAX_CLIENTS:
                 stream.socket.close()
                 continue
@@ -372,24 +366,9 @@ async def _open_listener(bind: Address) -> trio.SocketListener:
     if not 0 <= bind.port <= 65535:  # a worker's port + N - 1 can pass the end
         raise MetricsBindError(bind, OSError(errno.EINVAL, "the port is past 65535"))
     try:
-        infos = await trio.socket.getaddrinfo(
-            bind.host, bind.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )
-        family, type_, proto, _, sockaddr = infos[0]
-        sock = trio.socket.socket(family, type_, proto)
+        return await open_listener(bind, backlog=MAX_CLIENTS)
     except OSError as exc:
         raise MetricsBindError(bind, exc) from None
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        await sock.bind(sockaddr)
-        sock.listen(MAX_CLIENTS)
-    except OSError as exc:
-        sock.close()
-        raise MetricsBindError(bind, exc) from None
-    except BaseException:
-        sock.close()
-        raise
-    return trio.SocketListener(sock)
 
 
 class _Server:

@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import errno
 import logging
-import math
-import socket
 import sys
 import uuid
 from collections.abc import Callable
@@ -20,12 +17,13 @@ from typing import Any, NoReturn
 import attrs
 import trio
 
+from infrarust._listen import accept, open_listener
 from infrarust._logfmt import quote
 from infrarust.admission import IpFilterRule, NetworkSet, RateLimiter, parse_ip
 from infrarust.backend import backend_handshake, close, connect_backend
 from infrarust.bans import BanFileError, BanList, maintain, open_ban_list
-from infrarust.config import ProxyConfig, ServerConfig, load_config
-from infrarust.config._models import Address, Keepalive, ProxyMode, UnknownDomainBehavior
+from infrarust.config import ProxyConfig, ServerConfig, format_duration, load_config
+from infrarust.config._models import Address, ProxyMode, UnknownDomainBehavior
 from infrarust.metrics import Metrics, serve_metrics, worker_bind
 from infrarust.protocol import (
     Handshake,
@@ -62,12 +60,8 @@ LEGACY_PING_WAIT = 0.25
 HELLO_READ_SIZE = 4096
 # A login start never comes near this; past it we stop looking for the name and forward the bytes as is.
 LOGIN_START_LIMIT = 4096
-LISTEN_BACKLOG = 4096
 # Linux copies a listening socket's TCP_NODELAY and keepalive options to the connections it accepts.
 LISTENER_OPTIONS_INHERITED = sys.platform == "linux"
-# Accept errors that mean "out of a resource for a moment", not "the listener is broken".
-_ACCEPT_CAPACITY_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
-ACCEPT_RETRY_DELAY = 0.1
 # What a refused player is told.
 UNKNOWN_DOMAIN_MESSAGE = "There is no server at this address. Check the address you typed."
 RATE_LIMITED_MESSAGE = "Too many connection attempts from your address. Please wait a moment and try again."
@@ -265,15 +259,7 @@ class Proxy:
                 logger.info("metrics on %s", Address(*self.metrics_address))
             task_status.started(self)
             while True:
-                try:
-                    stream = await listener.accept()
-                except OSError as exc:
-                    if exc.errno not in _ACCEPT_CAPACITY_ERRORS:
-                        raise
-                    logger.error("accept failed, retrying error=%s", quote(exc.strerror or str(exc)))
-                    await trio.sleep(ACCEPT_RETRY_DELAY)
-                    continue
-                nursery.start_soon(self._handle_connection, stream)
+                nursery.start_soon(self._handle_connection, await accept(listener, "proxy"))
 
     async def _handle_connection(self, stream: trio.SocketStream) -> None:
         try:
@@ -320,7 +306,9 @@ class Proxy:
                 self.metrics.connection("closed_early")
                 return
         if deadline.cancelled_caught:
-            logger.info("handshake timeout client=%s after=%ss", client, _seconds(config.handshake_timeout))
+            logger.info(
+                "handshake timeout client=%s after=%s", client, format_duration(config.handshake_timeout)
+            )
             self.metrics.connection("handshake_timeout")
             return
         if hello is None:
@@ -476,33 +464,6 @@ async def serve(
     await Proxy(config).run(task_status=task_status)
 
 
-async def open_listener(
-    bind: Address, *, reuseport: bool = False, keepalive: Keepalive | None = None
-) -> trio.SocketListener:
-    """A listening TCP socket on ``bind``; ``reuseport`` sets SO_REUSEPORT (several processes, one port).
-
-    ``keepalive`` tunes the listener (TCP_NODELAY and keepalive), which Linux passes on to every accepted
-    connection: cheaper than tuning each one.
-    """
-    infos = await trio.socket.getaddrinfo(
-        bind.host, bind.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )
-    family, type_, proto, _, sockaddr = infos[0]
-    sock = trio.socket.socket(family, type_, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuseport:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if keepalive is not None:
-            tune_socket(sock, keepalive)
-        await sock.bind(sockaddr)
-        sock.listen(LISTEN_BACKLOG)
-    except BaseException:
-        sock.close()
-        raise
-    return trio.SocketListener(sock)
-
-
 async def _read_proxy_header(stream: trio.SocketStream, client: _Client) -> tuple[_Client, bytes]:
     """Read the PROXY v1/v2 header a load balancer puts first; returns the client it names and the bytes
     that came after it. A LOCAL / UNKNOWN header (health checks) keeps the peer's own address.
@@ -645,7 +606,3 @@ def _address(get: Callable[[], Any]) -> tuple[str, int] | None:
 
 def _peer(stream: trio.SocketStream) -> str:
     return str(_Client(_address(stream.socket.getpeername), None))
-
-
-def _seconds(value: float) -> str:
-    return f"{value:g}" if math.isfinite(value) else "inf"

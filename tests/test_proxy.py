@@ -23,6 +23,7 @@ from helpers import (
 )
 
 import infrarust
+from infrarust._listen import open_listener
 from infrarust.backend import connect_backend
 from infrarust.config._models import (
     Address,
@@ -34,7 +35,7 @@ from infrarust.config._models import (
     UnknownDomainBehavior,
 )
 from infrarust.protocol import PacketReader, encode_packet, read_string
-from infrarust.proxy import UNKNOWN_DOMAIN_MESSAGE, open_listener
+from infrarust.proxy import UNKNOWN_DOMAIN_MESSAGE
 from infrarust.transport import Traffic, select_forwarder
 
 MODES = [ProxyMode.PASSTHROUGH, ProxyMode.ZERO_COPY, ProxyMode.SERVER_ONLY]

@@ -12,7 +12,6 @@ import contextlib
 import errno
 import json
 import logging
-import math
 import os
 import socket
 import sys
@@ -20,6 +19,8 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import trio
+
+from infrarust.config._durations import format_duration
 
 from ._result import ForwardEndReason, ForwardResult, Traffic
 from ._sockopts import lift_send_limit
@@ -218,7 +219,7 @@ class Session:
             if total != moved:
                 moved, idle_since = total, now
             elif read_timeout is not None and now - idle_since >= read_timeout:
-                self.fail(f"idle for {_seconds(read_timeout)}s")
+                self.fail(f"idle for {format_duration(read_timeout)}")
                 return
             if write_timeout is None:
                 continue
@@ -230,7 +231,7 @@ class Session:
                 elif seen is None or seen[0] != count:
                     blocked[index] = (count, now)
                 elif now - seen[1] >= write_timeout:
-                    self.fail(f"{direction.dst_name} not writable for {_seconds(write_timeout)}s")
+                    self.fail(f"{direction.dst_name} not writable for {format_duration(write_timeout)}")
                     return
 
 
@@ -264,10 +265,6 @@ def _half_close(sock: trio.socket.SocketType) -> None:
         return
     with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_WR)
-
-
-def _seconds(value: float) -> str:
-    return str(int(value)) if math.isfinite(value) and value == int(value) else f"{value:g}"
 
 
 def _first_leaf(group: BaseExceptionGroup[trio.Cancelled]) -> trio.Cancelled:
