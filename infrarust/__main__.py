@@ -192,13 +192,8 @@ async def _serve_until_signalled(config: ProxyConfig, ready_fd: int | None, work
             else:  # a worker: its supervisor prints the one "listening on" line once all workers are up
                 nursery.start_soon(watch_parent, nursery.cancel_scope)
                 notify_ready(ready_fd)
-            async for signum in signals:
-                if signum == signal.SIGHUP:
-                    proxy.reload()
-                    continue
-                logger.info("shutting down signal=%s", signal.Signals(signum).name)
-                nursery.cancel_scope.cancel()
-                break
+            # SIGHUP reloads; SIGINT/SIGTERM drain for shutdown_grace, and a second one ends at once.
+            await proxy.follow_signals(signals, nursery.cancel_scope)
 
 
 if __name__ == "__main__":

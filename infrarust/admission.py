@@ -1,12 +1,24 @@
-"""Who may come in: per-IP rate limits, per-server IP filters, and trusted PROXY-protocol senders."""
+"""Who may come in: the admission stage, and its parts (per-IP rate limits, IP filters, trusted senders)."""
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 from collections import deque
 from collections.abc import Iterable
+from typing import TYPE_CHECKING, Protocol
 
-from infrarust.config._models import IpFilter
+import trio
+
+from infrarust.config import IpFilter, ProxyConfig
+from infrarust.connection import Connection, Refusal
+from infrarust.hooks import Deny, Hooks, PreConnect, Redirect
+from infrarust.routing import Router
+
+if TYPE_CHECKING:  # bans uses this module's address helpers
+    from infrarust.bans import BanList
+
+logger = logging.getLogger("infrarust")
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -93,3 +105,121 @@ class IpFilterRule:
         if self._whitelist:
             return address in self._whitelist
         return address not in self._blacklist
+
+
+# What a refused player is told.
+UNKNOWN_DOMAIN_MESSAGE = "There is no server at this address. Check the address you typed."
+RATE_LIMITED_MESSAGE = "Too many connection attempts from your address. Please wait a moment and try again."
+FILTERED_MESSAGE = "You are not allowed to join this server."
+FULL_MESSAGE = "The server is full. Please try again later."
+DRAINING_MESSAGE = "The proxy is restarting. Please reconnect in a moment."
+
+
+class AdmissionContext(Protocol):
+    """What admission asks of the proxy that runs it (state that outlives one configuration)."""
+
+    @property
+    def bans(self) -> BanList: ...
+
+    @property
+    def hooks(self) -> Hooks: ...
+
+    @property
+    def draining(self) -> bool: ...
+
+    def players_on(self, server: str) -> int:
+        """Sessions relaying to ``server`` right now."""
+        ...
+
+
+class Admission:
+    """The admission stage of one configuration: who may come in, and where they go.
+
+    In this order, cheapest and most certain first: a login during a drain, bans (logins only: a banned
+    IP's server-list pings are answered, as vanilla servers do), the per-IP rate limits, the pre-connect
+    hooks (which may deny or redirect), an unknown domain, the global then the server's IP filter, and
+    ``max_players`` (logins). Returns None to go on, with ``connection.server`` set, or a :class:`Refusal`.
+    """
+
+    def __init__(self, config: ProxyConfig, router: Router) -> None:
+        self._router = router
+        self._by_name = {server.name: server for server in config.servers}
+        limits = config.rate_limit
+        self._login_limiter = RateLimiter(limits.max_connections, limits.window)
+        self._status_limiter = RateLimiter(limits.status_max, limits.status_window)
+        self._global_filter = IpFilterRule(config.ip_filter)
+        self._ip_rules = {server.name: IpFilterRule(server.ip_filter) for server in config.servers}
+        self._hook_timeout = config.hook_timeout
+
+    async def admit(self, connection: Connection, context: AdmissionContext) -> Refusal | None:
+        """Decide on ``connection`` (see the class docstring)."""
+        status = connection.is_status
+        handshake = connection.handshake
+        assert handshake is not None
+        if not status and context.draining:
+            return Refusal("draining", DRAINING_MESSAGE)
+        bans = context.bans
+        if not status and bans:
+            login = connection.login
+            ban = bans.match(connection.ip, login.name if login else None, login.uuid if login else None)
+            if ban is not None:
+                bans.log_refusal(
+                    ban,
+                    client=connection.client_text,
+                    name=login.name if login else None,
+                    uuid=login.uuid if login else None,
+                )
+                return Refusal("banned", ban.message())
+        limiter = self._status_limiter if status else self._login_limiter
+        if not limiter.allow(connection.ip, trio.current_time()):
+            return Refusal("rate_limited", RATE_LIMITED_MESSAGE, f"kind={'status' if status else 'login'}")
+        server, connection.route = self._router.lookup(handshake.host) if handshake.host else (None, "-")
+        connection.server = server
+        hooks = context.hooks
+        if hooks:
+            refusal = await self._run_hooks(connection, hooks)
+            if refusal is not None:
+                return refusal
+            server = connection.server
+        if server is None:
+            return Refusal("unknown_domain", UNKNOWN_DOMAIN_MESSAGE)
+        address = parse_ip(connection.ip)
+        if not self._global_filter.allows(address):
+            return Refusal("ip_filtered", FILTERED_MESSAGE, "filter=global")
+        rule = self._ip_rules.get(server.name)
+        if rule is None:  # a server built in code by a hook
+            rule = IpFilterRule(server.ip_filter)
+        if not rule.allows(address):
+            return Refusal("ip_filtered", FILTERED_MESSAGE)
+        if not status and server.max_players and context.players_on(server.name) >= server.max_players:
+            return Refusal("full", FULL_MESSAGE, f"max_players={server.max_players}")
+        return None
+
+    async def _run_hooks(self, connection: Connection, hooks: Hooks) -> Refusal | None:
+        handshake = connection.handshake
+        assert handshake is not None
+        login = connection.login
+        decision = await hooks.decide(
+            PreConnect(
+                connection.client,
+                handshake,
+                connection.server,
+                login.name if login else None,
+                login.uuid if login else None,
+                connection.legacy,
+            ),
+            self._hook_timeout,
+        )
+        if isinstance(decision, Deny):
+            return Refusal("denied", decision.message)
+        if isinstance(decision, Redirect):
+            target = decision.server
+            if isinstance(target, str):
+                found = self._by_name.get(target)
+                if found is None:
+                    logger.error("pre-connect hook redirected to an unknown server server=%s", target)
+                    return None
+                target = found
+            connection.server = target
+            connection.route = "hook"
+        return None

@@ -1,7 +1,13 @@
-"""The listener, the per-connection flow, the live sessions, and :func:`serve`.
+"""The proxy: its listeners, the per-connection pipeline, the live sessions, drain, reload and :func:`serve`.
 
-Data flows one way through :meth:`Proxy._handle_client`: accept -> read the hello (handshake, and the login
-start when logging in) -> route -> connect -> send what the client sent -> relay -> log the result.
+Every connection takes one path, in one direction:
+
+    accept -> preamble -> admission -> connect -> relay -> finish
+
+The preamble is read by the sans-IO :class:`~infrarust.protocol.Preamble`; admission
+(:class:`~infrarust.admission.Admission`) decides who comes in and where they go (hooks included);
+a stage that stops a connection returns an outcome, and :meth:`Proxy._finish` is the one place that tells
+the client, logs, counts and publishes it.
 """
 
 from __future__ import annotations
@@ -9,45 +15,69 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import signal
 import sys
-import uuid
-from collections.abc import Callable
-from typing import Any, NoReturn
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any
 
 import attrs
 import trio
 
 from infrarust._listen import accept, open_listener
 from infrarust._logfmt import quote
-from infrarust.admission import IpFilterRule, NetworkSet, RateLimiter, parse_ip
+from infrarust.admission import Admission, NetworkSet, parse_ip
 from infrarust.backend import backend_handshake, close, connect_backend
 from infrarust.bans import BanFileError, BanList, maintain, open_ban_list
-from infrarust.config import ProxyConfig, ServerConfig, format_duration, load_config
-from infrarust.config._models import Address, ProxyMode, UnknownDomainBehavior
+from infrarust.config import (
+    Address,
+    ConfigError,
+    ConfigProblem,
+    ProxyConfig,
+    ServerConfig,
+    UnknownDomainBehavior,
+    format_duration,
+    load_config,
+)
+from infrarust.connection import Answered, Connection, Failed, Ignored, Outcome, Refusal
+from infrarust.events import (
+    DEFAULT_BUFFER,
+    ConfigReloaded,
+    ConnectionRefused,
+    Event,
+    EventBus,
+    SessionEnded,
+    SessionStarted,
+)
+from infrarust.hooks import HookHandle, Hooks, PreConnectHook
 from infrarust.metrics import Metrics, serve_metrics, worker_bind
+from infrarust.player import Player
 from infrarust.protocol import (
+    NEED_DATA,
+    ClientClosed,
     Handshake,
-    HelloReader,
+    HelloReceived,
     LegacyLogin,
     LegacyPing,
     LoginStart,
-    NextState,
-    PacketReader,
+    LoginStartReceived,
+    Preamble,
+    PreambleComplete,
     ProtocolError,
+    ProxyHeaderReceived,
     encode_legacy_disconnect,
     encode_login_disconnect,
     encode_proxy_v2,
-    parse_login_start,
-    parse_proxy_header,
 )
 from infrarust.routing import Router
 from infrarust.serverlist import ServerList
 from infrarust.transport import (
     ForwardEndReason,
+    Forwarders,
     ForwardResult,
     Traffic,
-    select_forwarder,
     tune_socket,
+    unacknowledged,
 )
 
 logger = logging.getLogger("infrarust")
@@ -58,63 +88,26 @@ logger = logging.getLogger("infrarust")
 LEGACY_PING_WAIT = 0.25
 # One read of the client's first bytes; a handshake plus login start is a few hundred bytes.
 HELLO_READ_SIZE = 4096
-# A login start never comes near this; past it we stop looking for the name and forward the bytes as is.
-LOGIN_START_LIMIT = 4096
 # Linux copies a listening socket's TCP_NODELAY and keepalive options to the connections it accepts.
 LISTENER_OPTIONS_INHERITED = sys.platform == "linux"
-# What a refused player is told.
-UNKNOWN_DOMAIN_MESSAGE = "There is no server at this address. Check the address you typed."
-RATE_LIMITED_MESSAGE = "Too many connection attempts from your address. Please wait a moment and try again."
-FILTERED_MESSAGE = "You are not allowed to join this server."
-FULL_MESSAGE = "The server is full. Please try again later."
+# A cut session (disconnect(), the end of a drain) is half-closed both ways, then given this long at most
+# for its peers to take what is already queued for them before the sockets close.
+CUT_LINGER = 1.0
+CUT_POLL = 0.01
+# A refusal is sent to a client that may not read it: never wait on it for long.
+REFUSAL_SEND_TIMEOUT = 2.0
+# Connections that carry nothing to act on are summarised at INFO this often (each one is a DEBUG line).
+IGNORED_SUMMARY_INTERVAL = 60.0
+
+_METRIC_OUTCOME: dict[str, Any] = {"max_connections": "refused_max_connections"}
 
 
-class PlayerNotActiveError(Exception):
-    """The player's session relays raw bytes, so the proxy cannot speak the game protocol to it."""
+@attrs.frozen
+class Relayed:
+    """A session that relayed and ended: the finish stage's last kind of outcome."""
 
-
-@attrs.define(eq=False)
-class Player:
-    """A live relayed session, as seen by an embedding program (``proxy.sessions``).
-
-    Forwarding modes are passive: the proxy never reads the stream after the handshake, so it can only end
-    the session, not talk to the player or move them.
-    """
-
-    server: ServerConfig
-    client_address: str
-    handshake: Handshake
-    login: LoginStart | None
-    started_at: float
-    traffic: Traffic = attrs.field(factory=Traffic)
-    result: ForwardResult | None = None  # set when the session has ended
-    _cancel_scope: trio.CancelScope = attrs.field(factory=trio.CancelScope, alias="_cancel_scope")
-
-    @property
-    def name(self) -> str | None:
-        """The user name from the login start, when it could be read."""
-        return self.login.name if self.login is not None else None
-
-    @property
-    def mode(self) -> ProxyMode:
-        """The server's proxy mode for this session."""
-        return self.server.proxy_mode
-
-    def disconnect(self) -> None:
-        """End the session now: both sockets are closed and the session ends with reason ``Shutdown``."""
-        self._cancel_scope.cancel()
-
-    async def send_message(self, message: str) -> None:
-        """Not possible in a forwarding mode: always raises :class:`PlayerNotActiveError`."""
-        raise PlayerNotActiveError(
-            f"cannot send a message: {self.mode.value} sessions are relayed as raw bytes"
-        )
-
-    async def switch_server(self, server: str) -> None:
-        """Not possible in a forwarding mode: always raises :class:`PlayerNotActiveError`."""
-        raise PlayerNotActiveError(
-            f"cannot switch server: {self.mode.value} sessions are relayed as raw bytes"
-        )
+    player: Player
+    result: ForwardResult
 
 
 class _Generation:
@@ -123,50 +116,21 @@ class _Generation:
     def __init__(self, config: ProxyConfig, metrics: Metrics) -> None:
         self.config = config
         self.router = Router(config.servers)
+        self.admission = Admission(config, self.router)
         self.serverlist = ServerList(config, metrics)
-        limits = config.rate_limit
-        self.login_limiter = RateLimiter(limits.max_connections, limits.window)
-        self.status_limiter = RateLimiter(limits.status_max, limits.status_window)
-        self.ip_rules = {server.name: IpFilterRule(server.ip_filter) for server in config.servers}
         self.trusted = NetworkSet(config.proxy_protocol_trusted)
 
 
-@attrs.frozen
-class _Client:
-    """Where a connection comes from: the peer, or the client a trusted PROXY header names."""
-
-    address: tuple[str, int] | None
-    local: tuple[str, int] | None  # the address the client connected to, when a PROXY header named it
-
-    def __str__(self) -> str:
-        return str(Address(*self.address)) if self.address is not None else "-"
-
-    @property
-    def ip(self) -> str:
-        return self.address[0] if self.address is not None else "-"
-
-
-@attrs.frozen
-class _Hello:
-    """What the client sent before relaying starts: the decoded first packet and every byte received."""
-
-    event: Handshake | LegacyPing | LegacyLogin
-    received: bytes  # everything read from the client so far, in order
-    rest: bytes  # the bytes after the first packet (a suffix of ``received``)
-    login: LoginStart | None = None
-
-
 class Proxy:
-    """A running proxy: its bound address, its live sessions, its bans, and :meth:`reload`.
+    """A running proxy: its address, live sessions, hooks, events, bans, :meth:`drain` and :meth:`reload`.
 
     Made by :func:`serve`; an embedding program gets it from ``await nursery.start(infrarust.serve, config)``.
     ``bans`` is the :class:`~infrarust.bans.BanList` of ``[ban] file`` (``proxy.bans.ban_player(name=...,
-    reason=...)`` bans and saves at once); a reload keeps it unless ``[ban] file`` changes. An invalid ban
-    file raises :class:`~infrarust.bans.BanFileError` here.
+    reason=...)`` bans and saves); a reload keeps it unless ``[ban] file`` changes. An invalid ban file
+    raises :class:`~infrarust.bans.BanFileError` here.
     ``metrics`` is its :class:`~infrarust.metrics.Metrics` registry (kept across reloads), served over HTTP
     when the configuration has ``[metrics]``; ``metrics_address`` is then the endpoint's bound (host, port).
-    ``worker`` is the worker number under ``workers = N`` (1 to N): worker N serves metrics on the
-    configured port + N - 1.
+    ``worker`` is the worker number under ``workers = N`` (1 to N).
     """
 
     def __init__(self, config: ProxyConfig, *, worker: int | None = None) -> None:
@@ -177,11 +141,23 @@ class Proxy:
         self._worker = worker
         self._generation = _Generation(config, self.metrics)
         self.bans: BanList = open_ban_list(config)
+        self._events = EventBus()
+        self._hooks = Hooks()
+        self._forwarders = Forwarders()
         self._sessions: set[Player] = set()
         self._players_by_server: collections.Counter[str] = collections.Counter()
         self._connections = 0
-        self._listener: trio.SocketListener | None = None
+        self._listeners: list[trio.SocketListener] = []
+        self._accept_scopes: list[trio.CancelScope] = []
+        self._connections_scope: trio.CancelScope | None = None
+        self._accepting = False
+        self._draining = False
+        self._idle = trio.Event()  # set once draining and no connection is left
+        self._drained = trio.Event()
+        self._ignored: collections.Counter[str] = collections.Counter()
         self.address: tuple[str, int] = (config.bind.host, config.bind.port)
+
+    # --- what an embedding program reads -------------------------------------------------------------
 
     @property
     def config(self) -> ProxyConfig:
@@ -190,7 +166,7 @@ class Proxy:
 
     @property
     def port(self) -> int:
-        """The port the listener is bound to (the real one when the configuration asked for port 0)."""
+        """The port the (first) listener is bound to (the real one when the configuration asked for 0)."""
         return self.address[1]
 
     @property
@@ -203,379 +179,569 @@ class Proxy:
         """Client connections open right now, relaying or still handshaking."""
         return self._connections
 
-    def reload(self, config: ProxyConfig | None = None) -> bool:
+    @property
+    def accepting(self) -> bool:
+        """True while the proxy listens and is not draining: what a readiness check asks."""
+        return self._accepting
+
+    @property
+    def draining(self) -> bool:
+        """True once :meth:`drain` (or a signal with ``shutdown_grace``) has begun."""
+        return self._draining
+
+    @property
+    def hooks(self) -> Hooks:
+        """The registered pre-connect hooks (register with :meth:`on_pre_connect`)."""
+        return self._hooks
+
+    def players_on(self, server: str) -> int:
+        """Sessions relaying to the server named ``server`` right now."""
+        return self._players_by_server[server]
+
+    # --- steering ------------------------------------------------------------------------------------
+
+    def on_pre_connect(self, fn: PreConnectHook) -> HookHandle:
+        """Run ``async fn(connection) -> None | Deny | Redirect`` for every login and server-list connection
+        before connecting (see :mod:`infrarust.hooks`); ``handle.remove()`` unregisters it."""
+        return self._hooks.add(fn)
+
+    def subscribe(self, buffer: int = DEFAULT_BUFFER) -> AbstractAsyncContextManager[AsyncIterator[Event]]:
+        """``async with proxy.subscribe() as events: async for event in events:`` (see
+        :mod:`infrarust.events`); at most ``buffer`` events wait unread before :class:`EventsDropped`."""
+        return self._events.subscribe(buffer)
+
+    async def drain(self, grace: float) -> None:
+        """Stop accepting (the listeners close), let sessions run for up to ``grace`` seconds, then end the
+        rest with ``Shutdown``; returns when no connection is left, and :func:`serve` then returns too.
+
+        Logins that arrive on already-accepted connections meanwhile are told the proxy is restarting.
+        """
+        if not self._draining:
+            self._draining = True
+            self._stop_accepting()
+            logger.info(
+                "draining grace=%s sessions=%d connections=%d",
+                format_duration(grace),
+                len(self._sessions),
+                self._connections,
+            )
+        if self._connections == 0:
+            self._idle.set()
+        with trio.move_on_after(grace):
+            await self._idle.wait()
+        if not self._idle.is_set():
+            for player in tuple(self._sessions):
+                player.disconnect()
+            with trio.move_on_after(CUT_LINGER + 0.5):
+                await self._idle.wait()
+            if self._connections_scope is not None:  # connections still reading a preamble or answering
+                self._connections_scope.cancel()
+                await self._idle.wait()
+        self._drained.set()
+
+    async def reload(self, config: ProxyConfig | None = None) -> None:
         """Use a new configuration for new connections; sessions already relaying are untouched.
 
-        Without an argument the configuration is loaded again from its file. A configuration that fails to
-        load is rejected whole and the old one stays; the return value says whether the new one was taken.
-        ``bind`` and ``workers`` are read at start only: the listener keeps its address.
+        Without an argument the configuration is read again from its file (off the event loop). A
+        configuration that fails to load, or whose ban file is invalid, is rejected whole: the old one stays
+        and :class:`~infrarust.ConfigError` is raised with every problem. ``bind``, ``workers`` and
+        ``[metrics]`` apply at start only; a change to them is kept out and warned about.
         """
+        try:
+            await self._reload(config)
+        except ConfigError as exc:
+            self.metrics.config_reload("rejected")
+            self._publish(ConfigReloaded(False, exc.problems))
+            raise
+        self.metrics.config_reload("ok")
+        self._publish(ConfigReloaded(True))
+
+    async def _reload(self, config: ProxyConfig | None) -> None:
         current = self._generation.config
         if config is None:
             if current.source is None:
-                logger.warning("reload skipped: the configuration was not loaded from a file")
-                self.metrics.config_reload("rejected")
-                return False
-            try:
-                config = load_config(current.source)
-            except Exception as exc:  # a bad file must never take down a running proxy
-                logger.error("reload rejected, keeping the old configuration: %s", exc)
-                self.metrics.config_reload("rejected")
-                return False
-        # The listener is already bound: bind (and workers) are start-time settings.
-        if config.metrics != current.metrics:  # the endpoint is already bound (or was never started)
-            logger.warning("metrics changes take effect at the next start; the endpoint stays as it is")
-        config = attrs.evolve(config, bind=current.bind, workers=current.workers, metrics=current.metrics)
+                raise ConfigError(
+                    [ConfigProblem("-", "-", "the configuration was not loaded from a file: nothing to read")]
+                )
+            config = await trio.to_thread.run_sync(load_config, current.source)
+        source = str(config.source or "-")
+        for key in ("bind", "workers", "metrics", "so_reuseport"):
+            if getattr(config, key) != getattr(current, key):
+                logger.warning("reload: %s changes take effect at the next start; it stays as it is", key)
+        config = attrs.evolve(
+            config,
+            bind=current.bind,
+            workers=current.workers,
+            metrics=current.metrics,
+            so_reuseport=current.so_reuseport,
+        )
         try:  # the ban file is read again too (the same one, or the new one); a bad one rejects it all
-            self.bans = open_ban_list(config, self.bans)
+            bans = await trio.to_thread.run_sync(open_ban_list, config, self.bans)
         except BanFileError as exc:
-            logger.error(
-                "reload rejected, keeping the old configuration: %s", exc.config_error(config.source)
-            )
-            self.metrics.config_reload("rejected")
-            return False
+            raise exc.config_error(config.source or source) from None
+        self.bans = bans
         self._generation = _Generation(config, self.metrics)
-        self.metrics.config_reload("ok")
-        if self._listener is not None:  # new keepalive settings for the connections accepted from now on
-            tune_socket(self._listener.socket, config.keepalive)
+        for listener in self._listeners:  # new keepalive settings for the connections accepted from now on
+            tune_socket(listener.socket, config.keepalive)
         logger.info("configuration reloaded servers=%d", len(config.servers))
-        return True
 
-    async def run(self, *, task_status: trio.TaskStatus[Proxy] = trio.TASK_STATUS_IGNORED) -> NoReturn:
-        """Listen, report this object through ``task_status`` once listening, and serve until cancelled."""
+    async def follow_signals(self, signals: AsyncIterator[int], cancel_scope: trio.CancelScope) -> None:
+        """Act on process signals until the proxy has stopped: SIGHUP reloads (a rejection is one log
+        line); the first SIGINT/SIGTERM drains for ``shutdown_grace`` then cancels ``cancel_scope``; a
+        second one cancels it at once."""
+        async with trio.open_nursery() as nursery:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    try:
+                        await self.reload()
+                    except ConfigError as exc:
+                        logger.error(
+                            "reload rejected, keeping the old configuration problems=%s",
+                            quote("; ".join(str(problem) for problem in exc.problems)),
+                        )
+                    continue
+                name = signal.Signals(signum).name
+                if self._draining:
+                    logger.info("shutting down now signal=%s sessions=%d", name, len(self._sessions))
+                    cancel_scope.cancel()
+                    return
+                grace = self._generation.config.shutdown_grace
+                logger.info("shutting down signal=%s grace=%s", name, format_duration(grace))
+                nursery.start_soon(self._drain_then_cancel, grace, cancel_scope)
+
+    async def _drain_then_cancel(self, grace: float, cancel_scope: trio.CancelScope) -> None:
+        await self.drain(grace)
+        cancel_scope.cancel()
+
+    # --- running -------------------------------------------------------------------------------------
+
+    async def run(
+        self,
+        *,
+        listeners: Sequence[trio.SocketListener] | None = None,
+        task_status: trio.TaskStatus[Proxy] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Listen (on ``listeners`` if given, else on ``config.bind``), report this object through
+        ``task_status`` once listening, and serve until cancelled or drained."""
         config = self._generation.config
-        listener = await open_listener(config.bind, reuseport=config.so_reuseport, keepalive=config.keepalive)
-        self._listener = listener
-        async with listener, trio.open_nursery() as nursery:
-            sockname = listener.socket.getsockname()
-            self.address = (sockname[0], sockname[1])
-            logger.debug("accepting on %s", Address(self.address[0], self.address[1]))
-            nursery.start_soon(
-                maintain, lambda: self.bans, lambda: self._generation.config.ban.purge_interval
-            )
-            if config.metrics is not None:
-                bind = worker_bind(config.metrics.bind, self._worker)
-                self.metrics_address = await nursery.start(serve_metrics, self.metrics, bind)
-                logger.info("metrics on %s", Address(*self.metrics_address))
-            task_status.started(self)
+        if listeners is None:
+            listeners = [
+                await open_listener(config.bind, reuseport=config.so_reuseport, keepalive=config.keepalive)
+            ]
+        elif not listeners:
+            raise ValueError("serve() needs at least one listener")
+        else:
+            for listener in listeners:
+                tune_socket(listener.socket, config.keepalive)
+        self._listeners = list(listeners)
+        sockname = self._listeners[0].socket.getsockname()
+        self.address = (sockname[0], sockname[1])
+        try:
+            async with trio.open_nursery() as services:
+                services.start_soon(
+                    maintain, lambda: self.bans, lambda: self._generation.config.ban.purge_interval
+                )
+                services.start_soon(self._summarise_ignored)
+                if config.metrics is not None:
+                    bind = worker_bind(config.metrics.bind, self._worker)
+                    self.metrics_address = await services.start(serve_metrics, self.metrics, bind)
+                    logger.info("metrics on %s", Address(*self.metrics_address))
+                async with trio.open_nursery() as connections:
+                    self._connections_scope = connections.cancel_scope
+                    for listener in self._listeners:
+                        scope = trio.CancelScope()
+                        self._accept_scopes.append(scope)
+                        connections.start_soon(self._accept_loop, listener, connections, scope)
+                    self._accepting = not self._draining
+                    task_status.started(self)
+                    await self._drained.wait()
+                services.cancel_scope.cancel()
+        finally:
+            self._accepting = False
+            self._stop_accepting()
+            self._forwarders.close()
+
+    def _stop_accepting(self) -> None:
+        self._accepting = False
+        for scope in self._accept_scopes:
+            scope.cancel()
+        for listener in self._listeners:
+            listener.socket.close()
+
+    async def _accept_loop(
+        self, listener: trio.SocketListener, nursery: trio.Nursery, scope: trio.CancelScope
+    ) -> None:
+        with scope:
             while True:
-                nursery.start_soon(self._handle_connection, await accept(listener, "proxy"))
+                try:
+                    stream = await accept(listener, "proxy")
+                except (trio.ClosedResourceError, OSError):
+                    if self._draining or not self._accepting:
+                        return
+                    raise
+                nursery.start_soon(self._handle_connection, stream)
+
+    async def _summarise_ignored(self) -> None:
+        while True:
+            await trio.sleep(IGNORED_SUMMARY_INTERVAL)
+            if self._ignored:
+                for kind, count in sorted(self._ignored.items()):
+                    logger.info("ignored connections count=%d by=%s", count, kind)
+                self._ignored.clear()
+
+    # --- the pipeline --------------------------------------------------------------------------------
 
     async def _handle_connection(self, stream: trio.SocketStream) -> None:
+        generation = self._generation  # a reload mid-connection does not change what this one sees
+        connection = Connection(_address(stream.socket.getpeername), trio.current_time())
         try:
-            limit = self._generation.config.max_connections
+            limit = generation.config.max_connections
             if limit and self._connections >= limit:
-                logger.info(
-                    "connection refused client=%s reason=max_connections limit=%d", _peer(stream), limit
-                )
-                self.metrics.connection("refused_max_connections")
+                await self._finish(stream, connection, generation, Refusal("max_connections", None))
                 return
             self._connections += 1
             try:
-                await self._handle_client(stream)
-            except ProtocolError as exc:  # a client speaking nonsense after its handshake (server list)
-                logger.info("bad packet client=%s error=%s", _peer(stream), quote(str(exc)))
-            except trio.BrokenResourceError as exc:
-                logger.info("client connection lost client=%s error=%s", _peer(stream), quote(str(exc)))
-            except Exception:  # one broken connection must never take the proxy down
-                logger.exception("connection failed client=%s", _peer(stream))
+                outcome = await self._pipeline(stream, connection, generation)
+                if outcome is not None:
+                    await self._finish(stream, connection, generation, outcome)
             finally:
                 self._connections -= 1
+                if self._connections == 0 and self._draining:
+                    self._idle.set()
         finally:
             close(stream)
 
-    async def _handle_client(self, stream: trio.SocketStream) -> None:
-        generation = self._generation  # a reload mid-connection does not change what this one sees
+    async def _pipeline(
+        self, stream: trio.SocketStream, connection: Connection, generation: _Generation
+    ) -> Outcome | None:
+        """accept -> preamble -> admission -> connect -> relay; returns how it stopped (None once a session
+        relayed: the relay finishes its own session, even when cancelled)."""
         config = generation.config
-        client = _Client(_address(stream.socket.getpeername), None)
-        hello: _Hello | None = None
-        with trio.move_on_after(config.handshake_timeout) as deadline:
-            try:
-                initial = b""
-                if config.receive_proxy_protocol and (
-                    not generation.trusted or parse_ip(client.ip) in generation.trusted
-                ):
-                    client, initial = await _read_proxy_header(stream, client)
-                hello = await _read_hello(stream, initial)
-            except ProtocolError as exc:
-                logger.info("bad handshake client=%s error=%s", client, quote(str(exc)))
-                self.metrics.connection("bad_handshake")
-                return
-            except trio.BrokenResourceError as exc:
-                logger.info("client reset before its handshake client=%s error=%s", client, quote(str(exc)))
-                self.metrics.connection("closed_early")
-                return
-        if deadline.cancelled_caught:
-            logger.info(
-                "handshake timeout client=%s after=%s", client, format_duration(config.handshake_timeout)
-            )
-            self.metrics.connection("handshake_timeout")
-            return
-        if hello is None:
-            logger.info("client closed before its handshake client=%s", client)
-            self.metrics.connection("closed_early")
-            return
-        event = hello.event
-        if isinstance(event, LegacyPing):
-            handshake = Handshake(
-                event.protocol_version or 0, event.host or "", event.port or 0, NextState.STATUS
-            )
-        elif isinstance(event, LegacyLogin):
-            handshake = Handshake(
-                event.protocol_version or 0, event.host or "", event.port or 0, NextState.LOGIN
-            )
-        else:
-            handshake = event
-        status = handshake.next_state == NextState.STATUS
-        # Logins only: a banned IP's server-list pings are answered, as vanilla servers do.
-        if not status and self.bans:
-            name, player_uuid = _identity(hello)
-            ban = self.bans.match(client.ip, name, player_uuid)
-            if ban is not None:
-                self.bans.log_refusal(ban, client=str(client), name=name, uuid=player_uuid)
-                self.metrics.connection("banned")
-                await _send_quietly(stream, _refusal(hello, ban.message()))
-                return
-        limiter = generation.status_limiter if status else generation.login_limiter
-        if not limiter.allow(client.ip, trio.current_time()):
-            logger.info("rate limited client=%s kind=%s", client, "status" if status else "login")
-            self.metrics.connection("rate_limited")
-            if not status:
-                await _send_quietly(stream, _refusal(hello, RATE_LIMITED_MESSAGE))
-            return
-        server = generation.router.route(handshake.host) if handshake.host else None
-        if server is None:
-            await self._unknown_domain(stream, hello, handshake, generation, client)
-            return
-        if not generation.ip_rules[server.name].allows(parse_ip(client.ip)):
-            logger.info("ip filtered server=%s client=%s", server.name, client)
-            self.metrics.connection("ip_filtered")
-            if not status:
-                await _send_quietly(stream, _refusal(hello, FILTERED_MESSAGE))
-            return
-        proxy_header = _outbound_proxy_header(server, client, stream)
-        if isinstance(event, LegacyPing):
-            self.metrics.connection("legacy_ping")
-            await generation.serverlist.answer_legacy_ping(stream, event, server, proxy_header)
-            return
-        if status:
-            self.metrics.connection("status")
-            await generation.serverlist.answer_status(stream, handshake, hello.rest, server, proxy_header)
-            return
-        if server.max_players and self._players_by_server[server.name] >= server.max_players:
-            logger.info(
-                "server full server=%s client=%s max_players=%d", server.name, client, server.max_players
-            )
-            self.metrics.connection("full")
-            await _send_quietly(stream, _refusal(hello, FULL_MESSAGE))
-            return
-        connected = await connect_backend(server, config.connect_timeout, config.keepalive)
-        if connected is None:
-            logger.info("backend unreachable server=%s client=%s", server.name, client)
-            self.metrics.connection("backend_unreachable")
-            self.metrics.backend_connect_failure(server.name)
-            await _send_quietly(stream, _refusal(hello, server.disconnect_message))
-            return
+        try:
+            with trio.move_on_after(config.handshake_timeout) as deadline:
+                stopped = await self._read_preamble(stream, connection, generation)
+            if deadline.cancelled_caught:
+                return Refusal(
+                    "handshake_timeout", None, f"after={format_duration(config.handshake_timeout)}"
+                )
+            if stopped is not None:
+                return stopped
+            refusal = await generation.admission.admit(connection, self)
+            if refusal is not None:
+                return refusal
+            server = connection.server
+            assert server is not None and connection.handshake is not None
+            proxy_header = _outbound_proxy_header(server, connection, stream)
+            if isinstance(connection.event, LegacyPing):
+                await generation.serverlist.answer_legacy_ping(stream, connection.event, server, proxy_header)
+                return Answered("legacy_ping")
+            if connection.is_status:
+                await generation.serverlist.answer_status(
+                    stream, connection.handshake, connection.rest, server, proxy_header
+                )
+                return Answered("status")
+            connected = await connect_backend(server, config.connect_timeout, config.keepalive)
+            if connected is None:
+                return Refusal("backend_unreachable", server.disconnect_message)
+        except ProtocolError as exc:  # a client speaking nonsense after its handshake (server list)
+            return Failed("bad_packet", str(exc))
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            return Failed("connection_lost", str(exc) or type(exc).__name__)
         backend, address = connected
         try:
-            first = proxy_header + _first_bytes(hello, handshake, server, address)
-            await self._relay(stream, backend, first, hello, handshake, server, client, config)
+            first = proxy_header + _first_bytes(connection, server, address)
+            await self._relay(stream, backend, first, connection, config, address)
         finally:
             close(backend)
+        return None
 
-    async def _unknown_domain(
-        self,
-        stream: trio.SocketStream,
-        hello: _Hello,
-        handshake: Handshake,
-        generation: _Generation,
-        client: _Client,
-    ) -> None:
-        self.metrics.connection("unknown_domain")
-        drop = generation.config.unknown_domain_behavior is UnknownDomainBehavior.DROP
-        logger.info(
-            "unknown domain client=%s host=%s action=%s",
-            client,
-            quote(handshake.host or "-"),
-            "drop" if drop else "motd",
+    async def _read_preamble(
+        self, stream: trio.SocketStream, connection: Connection, generation: _Generation
+    ) -> Outcome | None:
+        """Feed the client's bytes to a :class:`Preamble` until it is complete; fills ``connection``."""
+        config = generation.config
+        expect_header = config.receive_proxy_protocol and (
+            not generation.trusted or parse_ip(connection.ip) in generation.trusted
         )
-        if drop:
-            return
-        if isinstance(hello.event, LegacyPing):
-            await generation.serverlist.answer_legacy_ping(stream, hello.event, None, b"")
-        elif handshake.next_state == NextState.STATUS:
-            await generation.serverlist.answer_status(stream, handshake, hello.rest, None, b"")
-        else:
-            await _send_quietly(stream, _refusal(hello, UNKNOWN_DOMAIN_MESSAGE))
+        preamble = Preamble(proxy_header=expect_header)
+        try:
+            while True:
+                event = preamble.next_event()
+                if event is NEED_DATA:
+                    data = b""
+                    if preamble.legacy_ping_pending:
+                        with trio.move_on_after(LEGACY_PING_WAIT):
+                            data = await stream.receive_some(HELLO_READ_SIZE)
+                        if not data:
+                            preamble.silence()
+                            continue
+                    else:
+                        data = await stream.receive_some(HELLO_READ_SIZE)
+                    preamble.receive_data(data)
+                elif isinstance(event, HelloReceived):
+                    connection.event = event.event
+                    connection.handshake = event.handshake
+                    if isinstance(event.event, LegacyLogin):
+                        connection.login = LoginStart(event.event.username, None)
+                elif isinstance(event, LoginStartReceived):
+                    connection.login = event.login
+                elif isinstance(event, PreambleComplete):
+                    connection.received = event.received
+                    connection.rest = event.rest
+                    return None
+                elif isinstance(event, ProxyHeaderReceived):
+                    if event.header.source is not None:
+                        connection.client = event.header.source
+                        connection.local = event.header.destination
+                        logger.debug("proxy header client=%s", connection.client_text)
+                elif isinstance(event, ClientClosed):
+                    return Ignored("closed_early")
+        except ProtocolError as exc:
+            return Refusal("bad_handshake", None, f"error={quote(str(exc))}")
+        except trio.BrokenResourceError as exc:
+            return Failed("closed_early", str(exc))
 
     async def _relay(
         self,
         client_stream: trio.SocketStream,
         backend: trio.SocketStream,
         first: bytes,
-        hello: _Hello,
-        handshake: Handshake,
-        server: ServerConfig,
-        client: _Client,
+        connection: Connection,
         config: ProxyConfig,
+        address: Address,
     ) -> None:
         if not LISTENER_OPTIONS_INHERITED:
             tune_socket(client_stream, config.keepalive)
-        player = Player(server, str(client), handshake, hello.login, trio.current_time())
+        server = connection.server
+        assert server is not None and connection.handshake is not None
+        player = Player(
+            server,
+            connection.client_text,
+            connection.handshake,
+            connection.login,
+            trio.current_time(),
+            backend_address=str(address),
+        )
         self._sessions.add(player)
         self._players_by_server[server.name] += 1
         self.metrics.connection("relayed")
+        if self._events:
+            self._events.publish(SessionStarted(player))
+        traffic = player.traffic
         result: ForwardResult | None = None
         try:
             await backend.send_all(first)
-            player.traffic.client_to_backend += len(first)
+            traffic.client_to_backend += len(first)
             with player._cancel_scope:
-                forwarder = select_forwarder(server.proxy_mode, pipe_size=config.zero_copy.pipe_size)
+                forwarder = self._forwarders.get(server.proxy_mode, config.zero_copy.pipe_size)
                 result = await forwarder.forward(
                     client_stream,
                     backend,
-                    player.traffic,
+                    traffic,
                     read_timeout=server.timeouts.read,
                     write_timeout=server.timeouts.write,
                 )
-            if result is None:  # disconnect() cancelled the scope
-                result = player.traffic.result(ForwardEndReason.SHUTDOWN, "disconnected by the proxy")
+            if result is None:  # disconnect() or the end of a drain cut the session
+                result = await _cut(client_stream, backend, traffic)
+            elif result.reason is ForwardEndReason.ERROR:
+                result = _acknowledged(client_stream, backend, traffic, result.reason, result.error)
         except trio.BrokenResourceError as exc:
-            result = player.traffic.result(ForwardEndReason.ERROR, str(exc) or "backend closed early")
+            result = _acknowledged(
+                client_stream, backend, traffic, ForwardEndReason.ERROR, str(exc) or "backend closed early"
+            )
         finally:
+            if result is None:  # cancelled from outside: the proxy is stopping at once
+                result = _acknowledged(client_stream, backend, traffic, ForwardEndReason.SHUTDOWN)
             self._sessions.discard(player)
             self._players_by_server[server.name] -= 1
-            if result is None:  # cancelled from outside: the proxy is shutting down
-                result = player.traffic.result(ForwardEndReason.SHUTDOWN)
-            player.result = result
-            # In the same step as leaving _sessions: a scrape never counts these bytes twice or not at all.
-            self.metrics.session_ended(server.name, server.proxy_mode.value, result)
+            self._record(connection, Relayed(player, result))
+
+    # --- finish --------------------------------------------------------------------------------------
+
+    async def _finish(
+        self, stream: trio.SocketStream, connection: Connection, generation: _Generation, outcome: Outcome
+    ) -> None:
+        """Tell the client (in its own protocol), then log, count and publish the outcome."""
+        if isinstance(outcome, Refusal):
+            # A client that left first is not told: what it would have been told is in the log line.
+            with (
+                trio.move_on_after(REFUSAL_SEND_TIMEOUT),
+                contextlib.suppress(
+                    trio.BrokenResourceError, trio.ClosedResourceError, OSError, ProtocolError
+                ),
+            ):
+                await self._tell(stream, connection, generation, outcome)
+        self._record(connection, outcome)
+
+    async def _tell(
+        self, stream: trio.SocketStream, connection: Connection, generation: _Generation, refusal: Refusal
+    ) -> None:
+        if refusal.reason == "unknown_domain" and connection.is_status:
+            if generation.config.unknown_domain_behavior is UnknownDomainBehavior.DROP:
+                return
+            handshake = connection.handshake
+            assert handshake is not None
+            if isinstance(connection.event, LegacyPing):
+                await generation.serverlist.answer_legacy_ping(stream, connection.event, None, b"")
+            else:
+                await generation.serverlist.answer_status(stream, handshake, connection.rest, None, b"")
+            return
+        if refusal.message is None or connection.is_status or connection.handshake is None:
+            return
+        if refusal.reason == "unknown_domain" and (
+            generation.config.unknown_domain_behavior is UnknownDomainBehavior.DROP
+        ):
+            return
+        if isinstance(connection.event, LegacyLogin):
+            await stream.send_all(encode_legacy_disconnect(refusal.message))
+        else:
+            await stream.send_all(encode_login_disconnect(refusal.message))
+
+    def _record(self, connection: Connection, outcome: Outcome | Relayed) -> None:
+        """The one place a connection's end is logged, counted and published."""
+        if isinstance(outcome, Relayed):
+            player, result = outcome.player, outcome.result
+            self.metrics.session_ended(player.server.name, player.mode.value, result)
             _log_session_end(player, result)
+            player._finish(result)
+            if self._events:
+                self._events.publish(SessionEnded(player, result))
+            return
+        if isinstance(outcome, Answered):
+            self.metrics.connection(outcome.kind)  # type: ignore[arg-type]
+            return
+        if isinstance(outcome, Ignored):
+            self.metrics.connection(outcome.kind)  # type: ignore[arg-type]
+            self._ignored[outcome.kind] += 1
+            logger.debug("client closed before its handshake client=%s", connection.client_text)
+            return
+        if isinstance(outcome, Failed):
+            if outcome.kind == "closed_early":
+                self.metrics.connection("closed_early")
+            logger.info(
+                "client connection lost client=%s kind=%s error=%s",
+                connection.client_text,
+                outcome.kind,
+                quote(outcome.error),
+            )
+            return
+        reason = outcome.reason
+        self.metrics.connection(_METRIC_OUTCOME.get(reason, reason))
+        server = connection.server
+        if reason == "backend_unreachable" and server is not None:
+            self.metrics.backend_connect_failure(server.name)
+        handshake = connection.handshake
+        host = handshake.host if handshake is not None else None
+        if reason == "unknown_domain" and connection.is_status:
+            logger.debug(
+                "unknown domain client=%s host=%s kind=status", connection.client_text, quote(host or "-")
+            )
+            self._ignored["unknown_domain_ping"] += 1
+        else:
+            logger.info(
+                "%s client=%s%s%s%s%s",
+                _REFUSAL_EVENT[reason],
+                connection.client_text,
+                f" server={server.name}" if server is not None else "",
+                f" host={quote(host)}" if host and server is None else "",
+                f" player={quote(connection.name)}" if connection.name else "",
+                f" {outcome.detail}" if outcome.detail else "",
+            )
+        if self._events:
+            self._events.publish(
+                ConnectionRefused(
+                    connection.client_text,
+                    reason,
+                    server,
+                    connection.name,
+                    None if connection.is_status else outcome.message,
+                )
+            )
+
+    def _publish(self, event: Event) -> None:
+        if self._events:
+            self._events.publish(event)
+
+
+_REFUSAL_EVENT: dict[str, str] = {
+    "banned": "connection refused reason=banned",
+    "rate_limited": "rate limited",
+    "ip_filtered": "ip filtered",
+    "full": "server full",
+    "unknown_domain": "unknown domain",
+    "denied": "connection refused reason=denied",
+    "backend_unreachable": "backend unreachable",
+    "bad_handshake": "bad handshake",
+    "handshake_timeout": "handshake timeout",
+    "max_connections": "connection refused reason=max_connections",
+    "draining": "connection refused reason=draining",
+}
 
 
 async def serve(
-    config: ProxyConfig, *, task_status: trio.TaskStatus[Proxy] = trio.TASK_STATUS_IGNORED
-) -> NoReturn:
-    """Run a proxy until cancelled; use with ``proxy = await nursery.start(serve, config)``.
+    config: ProxyConfig,
+    *,
+    listeners: Sequence[trio.SocketListener] | None = None,
+    task_status: trio.TaskStatus[Proxy] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run a proxy; use with ``proxy = await nursery.start(serve, config)``.
 
     ``nursery.start`` returns the :class:`Proxy` once it is listening (``proxy.port`` is the bound port).
-    Cancelling the surrounding nursery is shutdown: every relayed session ends with reason ``Shutdown``.
+    With ``listeners`` (trio ``SocketListener`` objects, e.g. from ``trio.open_tcp_listeners`` or a socket
+    passed by systemd) the proxy serves those instead of binding ``config.bind``, as
+    ``trio.serve_listeners`` does; they are closed when it stops. Cancelling the surrounding nursery ends
+    every session at once with reason ``Shutdown``; ``await proxy.drain(grace)`` stops gently, and
+    ``serve`` returns once the drain is over.
     """
-    await Proxy(config).run(task_status=task_status)
+    await Proxy(config).run(listeners=listeners, task_status=task_status)
 
 
-async def _read_proxy_header(stream: trio.SocketStream, client: _Client) -> tuple[_Client, bytes]:
-    """Read the PROXY v1/v2 header a load balancer puts first; returns the client it names and the bytes
-    that came after it. A LOCAL / UNKNOWN header (health checks) keeps the peer's own address.
-    """
-    received = bytearray()
-    while (parsed := parse_proxy_header(received)) is None:
-        data = await stream.receive_some(HELLO_READ_SIZE)
-        if not data:
-            raise ProtocolError("closed in the middle of the PROXY header" if received else "no PROXY header")
-        received += data
-    header, consumed = parsed
-    if header.source is not None:
-        client = _Client(header.source, header.destination)
-    return client, bytes(received[consumed:])
+async def _cut(client: trio.SocketStream, backend: trio.SocketStream, traffic: Traffic) -> ForwardResult:
+    """End a session the proxy cuts: half-close both ways so each peer sees the end after what is already
+    queued for it, give them up to :data:`CUT_LINGER` to take it, then count what they acknowledged."""
+    for stream in (client, backend):
+        with contextlib.suppress(OSError):
+            if not stream.socket.did_shutdown_SHUT_WR and stream.socket.fileno() != -1:
+                stream.socket.shutdown(trio.socket.SHUT_WR)
+    # Polled: the kernel has no readiness event for "the peer acknowledged everything".
+    with trio.move_on_after(CUT_LINGER):
+        while unacknowledged(client.socket) or unacknowledged(backend.socket):  # noqa: ASYNC110
+            await trio.sleep(CUT_POLL)
+    return _acknowledged(client, backend, traffic, ForwardEndReason.SHUTDOWN)
 
 
-async def _read_hello(stream: trio.SocketStream, initial: bytes = b"") -> _Hello | None:
-    """Read the client's first packet, and for a login its login start; None if the client closed first.
-
-    ``initial`` holds bytes already read (after a PROXY header). The caller bounds this with
-    ``handshake_timeout``; every byte read is kept, in order, for the backend.
-    """
-    reader = HelloReader()
-    received = bytearray(initial)
-    event: Handshake | LegacyPing | LegacyLogin | None = reader.feed(initial) if initial else None
-    while event is None:
-        if reader.legacy_ping_pending:
-            data = b""
-            with trio.move_on_after(LEGACY_PING_WAIT):
-                data = await stream.receive_some(HELLO_READ_SIZE)
-        else:
-            data = await stream.receive_some(HELLO_READ_SIZE)
-            if not data:
-                if not received:
-                    return None
-                event = reader.feed_eof()
-                if event is None:
-                    raise ProtocolError("client closed in the middle of its first packet")
-                break
-        if not data:  # a lone FE / FE 01 with nothing after it: a legacy ping
-            event = reader.feed_eof()
-            continue
-        received += data
-        event = reader.feed(data)
-    rest = reader.take_leftover()
-    login = None
-    if isinstance(event, Handshake) and event.next_state != NextState.STATUS:
-        login, extra = await _read_login_start(stream, event, rest)
-        received += extra
-        rest += extra
-    return _Hello(event, bytes(received), bytes(rest), login)
+def _acknowledged(
+    client: trio.SocketStream,
+    backend: trio.SocketStream,
+    traffic: Traffic,
+    reason: ForwardEndReason,
+    error: str | None = None,
+) -> ForwardResult:
+    """The session's result counting only bytes each peer's TCP acknowledged: what is still queued when
+    the sockets close may never arrive."""
+    return ForwardResult(
+        traffic.client_to_backend - unacknowledged(backend.socket),
+        traffic.backend_to_client - unacknowledged(client.socket),
+        reason,
+        error,
+    )
 
 
-async def _read_login_start(
-    stream: trio.SocketStream, handshake: Handshake, rest: bytes
-) -> tuple[LoginStart | None, bytes]:
-    """Wait for the login start after a login handshake, to learn the player's name (best effort).
-
-    Returns the parsed login start (None when it cannot be read) and the bytes read here, which the caller
-    forwards like all the others.
-    """
-    packets = PacketReader(max_packet_size=LOGIN_START_LIMIT)
-    extra = bytearray()
-    packets.feed(rest)
-    try:
-        while (packet := packets.next_packet()) is None:
-            data = await stream.receive_some(HELLO_READ_SIZE)
-            if not data:
-                return None, bytes(extra)
-            extra += data
-            packets.feed(data)
-    except ProtocolError:
-        return None, bytes(extra)
-    return parse_login_start(packet, handshake.protocol_version), bytes(extra)
-
-
-def _first_bytes(hello: _Hello, handshake: Handshake, server: ServerConfig, address: Address) -> bytes:
+def _first_bytes(connection: Connection, server: ServerConfig, address: Address) -> bytes:
     """What the backend gets before relaying: the handshake (rewritten if asked) and all that followed."""
-    if not isinstance(hello.event, Handshake):  # a legacy login is relayed exactly as it came
-        return hello.received
-    shown = backend_handshake(handshake, server, address)
-    return hello.received if shown is handshake else shown.encode() + hello.rest
+    event = connection.event
+    if not isinstance(event, Handshake):  # a legacy login is relayed exactly as it came
+        return connection.received
+    shown = backend_handshake(event, server, address)
+    return connection.received if shown is event else shown.encode() + connection.rest
 
 
-def _outbound_proxy_header(server: ServerConfig, client: _Client, stream: trio.SocketStream) -> bytes:
+def _outbound_proxy_header(server: ServerConfig, connection: Connection, stream: trio.SocketStream) -> bytes:
     """The PROXY v2 header a server with ``send_proxy_protocol`` gets first, naming the real client."""
-    if not server.send_proxy_protocol or client.address is None:
+    if not server.send_proxy_protocol or connection.client is None:
         return b""
-    local = client.local or _address(stream.socket.getsockname)
-    return encode_proxy_v2(client.address, local) if local is not None else b""
-
-
-def _identity(hello: _Hello) -> tuple[str | None, uuid.UUID | None]:
-    """The name and UUID a logging-in client gave (a legacy login has only a name)."""
-    if isinstance(hello.event, LegacyLogin):
-        return hello.event.username, None
-    if hello.login is None:
-        return None, None
-    return hello.login.name, hello.login.uuid
-
-
-def _refusal(hello: _Hello, message: str) -> bytes:
-    """The packet that tells a logging-in client why it goes no further, in its own protocol's format."""
-    if isinstance(hello.event, LegacyLogin):
-        return encode_legacy_disconnect(message)
-    return encode_login_disconnect(message)
-
-
-async def _send_quietly(stream: trio.SocketStream, data: bytes) -> None:
-    """Send a last message to a client that may already be gone; a failure here changes nothing."""
-    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-        await stream.send_all(data)
+    local = connection.local or _address(stream.socket.getsockname)
+    return encode_proxy_v2(connection.client, local) if local is not None else b""
 
 
 def _log_session_end(player: Player, result: ForwardResult) -> None:
@@ -602,7 +768,3 @@ def _address(get: Callable[[], Any]) -> tuple[str, int] | None:
     except OSError:
         return None
     return (name[0], name[1])
-
-
-def _peer(stream: trio.SocketStream) -> str:
-    return str(_Client(_address(stream.socket.getpeername), None))

@@ -67,11 +67,15 @@ class Router:
 
     def route(self, host: str) -> ServerConfig | None:
         """The server for a raw handshake host, or None when no server claims it."""
+        return self.lookup(host)[0]
+
+    def lookup(self, host: str) -> tuple[ServerConfig | None, str]:
+        """The server for a raw handshake host and how it matched: ``exact``, ``wildcard`` or ``-``."""
         key = routing_key(host)
         server = self._exact.get(key)
         if server is not None:
-            return server
+            return server, "exact"
         for pattern, candidate in self._wildcards:
             if pattern.fullmatch(key):
-                return candidate
-        return None
+                return candidate, "wildcard"
+        return None, "-"

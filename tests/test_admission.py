@@ -19,7 +19,14 @@ from helpers import (
 )
 
 import infrarust
-from infrarust.admission import IpFilterRule, RateLimiter, parse_ip
+from infrarust.admission import (
+    FILTERED_MESSAGE,
+    FULL_MESSAGE,
+    RATE_LIMITED_MESSAGE,
+    IpFilterRule,
+    RateLimiter,
+    parse_ip,
+)
 from infrarust.config._models import IpFilter, RateLimit
 from infrarust.protocol import (
     NextState,
@@ -29,7 +36,6 @@ from infrarust.protocol import (
     parse_proxy_header,
     read_string,
 )
-from infrarust.proxy import FILTERED_MESSAGE, FULL_MESSAGE, RATE_LIMITED_MESSAGE
 
 
 def test_rate_limiter_is_a_sliding_window_per_ip() -> None:

@@ -501,10 +501,11 @@ async def test_reloads_are_counted_and_keep_the_endpoint(
     address = proxy.metrics_address
     await ask_status(proxy.port, "nowhere.test")
     elsewhere = attrs.evolve(config, metrics=MetricsConfig(Address("127.0.0.1", free_port())))
-    assert proxy.reload(elsewhere)
+    await proxy.reload(elsewhere)
     assert "metrics changes take effect at the next start" in caplog.text
     assert proxy.config.metrics == ON and proxy.metrics_address == address
-    assert not proxy.reload()  # built in code: no file to load again
+    with pytest.raises(infrarust.ConfigError):
+        await proxy.reload()  # built in code: no file to load again
     values = await scrape(address)
     assert values['infrarust_config_reloads_total{result="ok"}'] == 1
     assert values['infrarust_config_reloads_total{result="rejected"}'] == 1

@@ -24,6 +24,7 @@ from helpers import (
 
 import infrarust
 from infrarust._listen import open_listener
+from infrarust.admission import UNKNOWN_DOMAIN_MESSAGE
 from infrarust.backend import connect_backend
 from infrarust.config._models import (
     Address,
@@ -35,7 +36,6 @@ from infrarust.config._models import (
     UnknownDomainBehavior,
 )
 from infrarust.protocol import PacketReader, encode_packet, read_string
-from infrarust.proxy import UNKNOWN_DOMAIN_MESSAGE
 from infrarust.transport import Traffic, select_forwarder
 
 MODES = [ProxyMode.PASSTHROUGH, ProxyMode.ZERO_COPY, ProxyMode.SERVER_ONLY]
@@ -313,7 +313,7 @@ async def test_reload_routes_new_connections_and_keeps_sessions(nursery: trio.Nu
     first = await connect(proxy)
     await first.send_all(handshake("s.test") + login_start("Old"))
     await wait_until(lambda: len(proxy.sessions) == 1)
-    assert proxy.reload(attrs.evolve(config, servers=(server("s", ["s.test"], [new.address]),)))
+    await proxy.reload(attrs.evolve(config, servers=(server("s", ["s.test"], [new.address]),)))
     second = await connect(proxy)
     await second.send_all(handshake("s.test") + login_start("New"))
     await wait_until(lambda: len(new.received) == 1)
@@ -336,7 +336,8 @@ async def test_reload_from_a_broken_file_keeps_the_old_configuration(
     )
     proxy = await start_proxy(nursery, infrarust.load_config(path))
     path.write_text('bind = "127.0.0.1:0"\nmax_connectoins = 3\n')  # a typo: rejected whole
-    assert not proxy.reload()
+    with pytest.raises(infrarust.ConfigError):
+        await proxy.reload()
     client = await connect(proxy)
     await client.send_all(handshake("s.test") + login_start("Steve"))
     await backend.wait_for(0, 1)

@@ -33,6 +33,7 @@ from _status_helpers import (
 from helpers import proxy_config, read_exactly, read_until_eof, server, start_proxy, start_recording_backend
 
 import infrarust
+from infrarust.admission import UNKNOWN_DOMAIN_MESSAGE
 from infrarust.config import load_config
 from infrarust.config._models import (
     Address,
@@ -56,7 +57,6 @@ from infrarust.protocol import (
     parse_ping,
     parse_status_response,
 )
-from infrarust.proxy import UNKNOWN_DOMAIN_MESSAGE
 
 PNG = png_bytes()
 DATA_URI = "data:image/png;base64," + base64.b64encode(PNG).decode()

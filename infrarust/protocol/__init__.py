@@ -25,6 +25,14 @@ from ._legacy import parse_legacy_kick as parse_legacy_kick
 from ._login import LoginStart as LoginStart
 from ._login import encode_login_disconnect as encode_login_disconnect
 from ._login import parse_login_start as parse_login_start
+from ._preamble import NEED_DATA as NEED_DATA
+from ._preamble import ClientClosed as ClientClosed
+from ._preamble import HelloReceived as HelloReceived
+from ._preamble import LoginStartReceived as LoginStartReceived
+from ._preamble import Preamble as Preamble
+from ._preamble import PreambleComplete as PreambleComplete
+from ._preamble import PreambleEvent as PreambleEvent
+from ._preamble import ProxyHeaderReceived as ProxyHeaderReceived
 from ._proxy_header import ProxyHeader as ProxyHeader
 from ._proxy_header import encode_proxy_v2 as encode_proxy_v2
 from ._proxy_header import parse_proxy_header as parse_proxy_header

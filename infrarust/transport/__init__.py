@@ -6,7 +6,9 @@ from ._result import ForwardEndReason as ForwardEndReason
 from ._result import ForwardResult as ForwardResult
 from ._result import Traffic as Traffic
 from ._select import SPLICE_SUPPORTED as SPLICE_SUPPORTED
+from ._select import Forwarders as Forwarders
 from ._select import select_forwarder as select_forwarder
 from ._session import Forwarder as Forwarder
 from ._sockopts import tune_socket as tune_socket
+from ._sockopts import unacknowledged as unacknowledged
 from ._splice import SpliceForwarder as SpliceForwarder

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import math
 import socket
+import struct
+import sys
+import termios
 
 import trio
 
@@ -78,3 +82,25 @@ def lift_send_limit(stream: trio.SocketStream) -> None:
         return
     with contextlib.suppress(OSError):
         stream.socket.setsockopt(socket.IPPROTO_TCP, _TCP_NOTSENT_LOWAT, 0)
+
+
+# SIOCOUTQ (Linux, the same number as TIOCOUTQ): bytes in a TCP socket's send queue that the peer has not
+# acknowledged yet, sent or not.
+_SIOCOUTQ: int | None = getattr(termios, "TIOCOUTQ", None) if sys.platform == "linux" else None
+_INT = struct.Struct("i")
+
+
+def unacknowledged(sock: trio.socket.SocketType) -> int:
+    """Bytes handed to the kernel on ``sock`` that its peer's TCP has not acknowledged (0 where unknown).
+
+    A relay counts bytes as they are handed to the kernel; when a session is cut, what is still queued may
+    never arrive (closing a socket with unread input resets it, and a reset drops the send queue), so the
+    exact count of what the peer got is the handed-over count minus this.
+    """
+    if _SIOCOUTQ is None or sock.fileno() == -1:
+        return 0
+    try:
+        value: int = _INT.unpack(fcntl.ioctl(sock.fileno(), _SIOCOUTQ, b"\0\0\0\0"))[0]
+    except OSError:
+        return 0
+    return max(value, 0)

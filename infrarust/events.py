@@ -1,0 +1,149 @@
+"""What a running proxy tells embedding programs: frozen event objects, and the bus that delivers them.
+
+``async with proxy.subscribe() as events: async for event in events: ...`` receives every event published
+after the subscription started, in order. Publishing never waits: each subscriber has a bounded buffer, and
+one that falls behind loses events, then gets a single :class:`EventsDropped` with their count before the
+next event it is given. With no subscriber, publishing costs one truth test.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Literal
+
+import trio
+from attrs import frozen
+
+from infrarust.config import ConfigProblem, ServerConfig
+from infrarust.transport import ForwardResult
+
+if TYPE_CHECKING:
+    from infrarust.player import Player
+
+DEFAULT_BUFFER = 1024
+
+RefusalReason = Literal[
+    "banned",
+    "rate_limited",
+    "ip_filtered",
+    "full",
+    "unknown_domain",
+    "denied",
+    "backend_unreachable",
+    "bad_handshake",
+    "handshake_timeout",
+    "max_connections",
+    "draining",
+]
+"""Why a connection went no further (``ConnectionRefused.reason``, the metrics label, the log field)."""
+
+
+@frozen
+class SessionStarted:
+    """A player's connection reached its backend and relaying began."""
+
+    player: Player
+
+
+@frozen
+class SessionEnded:
+    """A session ended; ``result`` is the same :class:`~infrarust.ForwardResult` as ``player.result``."""
+
+    player: Player
+    result: ForwardResult
+
+
+@frozen
+class ConnectionRefused:
+    """A connection went no further than admission or connect.
+
+    ``client`` is the client's address (``host:port``, the one a trusted PROXY header named), ``server``
+    the server it was routed to (None when no route was chosen), ``name`` the player's name when a login
+    start carried one, ``message`` what the client was told (None when it was closed without a word).
+    """
+
+    client: str
+    reason: RefusalReason
+    server: ServerConfig | None
+    name: str | None = None
+    message: str | None = None
+
+
+@frozen
+class ConfigReloaded:
+    """A reload was attempted: ``ok`` says whether the new configuration was taken; ``problems`` why not
+    (and the warnings of an accepted one)."""
+
+    ok: bool
+    problems: tuple[ConfigProblem, ...] = ()
+
+
+@frozen
+class EventsDropped:
+    """This subscriber fell behind and lost ``count`` events, just before the next one it receives."""
+
+    count: int
+
+
+Event = SessionStarted | SessionEnded | ConnectionRefused | ConfigReloaded | EventsDropped
+
+
+class _Subscriber:
+    __slots__ = ("buffer", "dropped", "limit", "lot")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.buffer: collections.deque[Event] = collections.deque()
+        self.dropped = 0  # events lost since the last one buffered; reported before the next
+        self.lot = trio.lowlevel.ParkingLot()
+
+    def put(self, event: Event) -> None:
+        buffer = self.buffer
+        if len(buffer) >= self.limit:
+            if buffer and isinstance(buffer[-1], EventsDropped):
+                buffer[-1] = EventsDropped(buffer[-1].count + 1)
+            else:  # the marker may take one place past the limit, so the count is never lost
+                buffer.append(EventsDropped(1))
+        else:
+            buffer.append(event)
+        self.lot.unpark_all()
+
+
+class EventBus:
+    """Delivers published events to every current subscriber (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._subscribers: list[_Subscriber] = []
+
+    def __bool__(self) -> bool:
+        """True when someone listens: callers skip building events otherwise."""
+        return bool(self._subscribers)
+
+    def publish(self, event: Event) -> None:
+        """Hand ``event`` to every subscriber; never blocks, never raises."""
+        for subscriber in self._subscribers:
+            subscriber.put(event)
+
+    @asynccontextmanager
+    async def subscribe(self, buffer: int = DEFAULT_BUFFER) -> AsyncIterator[AsyncIterator[Event]]:
+        """Receive the events published while the block runs; ``buffer`` bounds what may wait unread."""
+        if buffer < 1:
+            raise ValueError(f"buffer must be at least 1, got {buffer}")
+        subscriber = _Subscriber(buffer)
+        self._subscribers.append(subscriber)
+        try:
+            yield _iterate(subscriber)
+        finally:
+            self._subscribers.remove(subscriber)
+
+
+async def _iterate(subscriber: _Subscriber) -> AsyncIterator[Event]:
+    buffer = subscriber.buffer
+    while True:
+        if buffer:
+            yield buffer.popleft()
+            await trio.lowlevel.checkpoint_if_cancelled()
+        else:
+            await subscriber.lot.park()

@@ -1,0 +1,147 @@
+"""Pre-connect hooks: an embedding program decides where a player goes, or that they go nowhere.
+
+``proxy.on_pre_connect(fn)`` registers ``async def fn(connection: PreConnect) -> None | Deny | Redirect``.
+Hooks run in registration order for every login and server-list connection, after the preamble and the
+router and before the backend is connected, until one returns a decision. A hook that raises or runs past
+``hook_timeout`` is logged and counts as ``None``: a buggy hook never takes the proxy down or holds a player.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+
+import trio
+from attrs import frozen
+
+from infrarust.config import ServerConfig
+from infrarust.protocol import Handshake, NextState
+
+logger = logging.getLogger("infrarust")
+
+
+@frozen
+class Deny:
+    """Refuse the connection: a login is told ``message`` (Login Disconnect); a status ping is closed."""
+
+    message: str = "You are not allowed to join this server."
+
+
+@frozen
+class Redirect:
+    """Send the connection to ``server``: a server name from the configuration, or a
+    :class:`~infrarust.ServerConfig` built in code. The handshake is rewritten as that server's
+    ``domain_rewrite`` says."""
+
+    server: str | ServerConfig
+
+
+Decision = Deny | Redirect | None
+PreConnectHook = Callable[["PreConnect"], Awaitable[Decision]]
+
+
+@frozen
+class PreConnect:
+    """A connection as seen before connecting: what a hook decides on.
+
+    ``client`` is the client's (host, port) as given by a trusted PROXY header, else the peer's (None
+    when the socket was already gone); ``server`` the server the router chose (None for an unknown domain).
+    ``name`` and ``uuid`` come from the login start when the client is logging in and it could be read.
+    """
+
+    client: tuple[str, int] | None
+    handshake: Handshake
+    server: ServerConfig | None
+    name: str | None = None
+    uuid: uuid.UUID | None = None
+    legacy: bool = False
+
+    @property
+    def host(self) -> str:
+        """The host name the client typed, as its handshake carries it (Forge / TCPShield suffixes too)."""
+        return self.handshake.host
+
+    @property
+    def protocol_version(self) -> int:
+        """The client's protocol version (0 when a legacy client did not say)."""
+        return self.handshake.protocol_version
+
+    @property
+    def is_status(self) -> bool:
+        """True for a server-list ping, False for a login."""
+        return self.handshake.next_state is NextState.STATUS
+
+
+class HookHandle:
+    """Returned by ``on_pre_connect``: :meth:`remove` unregisters the hook (idempotent)."""
+
+    def __init__(self, hooks: Hooks, fn: PreConnectHook) -> None:
+        self._hooks = hooks
+        self._fn = fn
+
+    def remove(self) -> None:
+        """Stop running this hook for new connections."""
+        self._hooks.remove(self._fn)
+
+
+class Hooks:
+    """The registered pre-connect hooks, in order."""
+
+    def __init__(self) -> None:
+        self._hooks: tuple[PreConnectHook, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self._hooks)
+
+    def add(self, fn: PreConnectHook) -> HookHandle:
+        """Register ``fn`` after those already registered."""
+        self._hooks = (*self._hooks, fn)
+        return HookHandle(self, fn)
+
+    def remove(self, fn: PreConnectHook) -> None:
+        """Unregister ``fn`` (nothing happens if it is not registered)."""
+        self._hooks = tuple(hook for hook in self._hooks if hook is not fn)
+
+    async def decide(self, connection: PreConnect, timeout: float) -> Decision:  # noqa: ASYNC109
+        """Run the hooks in order until one decides; failures and timeouts count as ``None``."""
+        for hook in self._hooks:  # a snapshot: hooks added meanwhile run from the next connection on
+            decision: Decision = None
+            with trio.move_on_after(timeout) as scope:
+                try:
+                    decision = await hook(connection)
+                except Exception as exc:
+                    logger.error(
+                        "pre-connect hook failed hook=%s client=%s error=%r",
+                        _name(hook),
+                        _client(connection),
+                        exc,
+                    )
+                    continue
+            if scope.cancelled_caught:
+                logger.error(
+                    "pre-connect hook timed out hook=%s client=%s after=%gs",
+                    _name(hook),
+                    _client(connection),
+                    timeout,
+                )
+                continue
+            if decision is None:
+                continue
+            if isinstance(decision, Deny | Redirect):
+                return decision
+            logger.error(
+                "pre-connect hook returned %r, not None, Deny or Redirect hook=%s", decision, _name(hook)
+            )
+        return None
+
+
+def _name(hook: PreConnectHook) -> str:
+    return getattr(hook, "__qualname__", None) or repr(hook)
+
+
+def _client(connection: PreConnect) -> str:
+    if connection.client is None:
+        return "-"
+    host, port = connection.client
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
