@@ -55,6 +55,8 @@ Outcome = Literal[
     "backend_unreachable",
     "full",
     "banned",
+    "denied",
+    "draining",
 ]
 OUTCOMES: Final[tuple[Outcome, ...]] = get_args(Outcome)  # every outcome starts at 0
 StatusSource = Literal["cache", "backend", "motd_unreachable", "motd_default"]

@@ -16,6 +16,8 @@ import collections
 import contextlib
 import logging
 import signal
+import socket
+import struct
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -99,6 +101,7 @@ REFUSAL_SEND_TIMEOUT = 2.0
 # Connections that carry nothing to act on are summarised at INFO this often (each one is a DEBUG line).
 IGNORED_SUMMARY_INTERVAL = 60.0
 
+_ABORT = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() drops the send queue and resets
 _METRIC_OUTCOME: dict[str, Any] = {"max_connections": "refused_max_connections"}
 
 
@@ -717,13 +720,24 @@ def _acknowledged(
     reason: ForwardEndReason,
     error: str | None = None,
 ) -> ForwardResult:
-    """The session's result counting only bytes each peer's TCP acknowledged: what is still queued when
-    the sockets close may never arrive."""
+    """Close an ended session's sockets and count only what each peer's TCP acknowledged.
+
+    A socket closed with bytes still queued would go on sending them after the count is taken (or drop them
+    on a reset), so such a socket is closed abortively: its queue is dropped and the count stays exact.
+    """
+    unsent = []
+    for stream in (backend, client):
+        sock = stream.socket
+        queued = unacknowledged(sock)
+        if queued and sock.did_shutdown_SHUT_WR:
+            queued -= 1  # our FIN takes one sequence number of the queue, and no byte of data
+        if queued:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _ABORT)
+        unsent.append(queued)
+        sock.close()
     return ForwardResult(
-        traffic.client_to_backend - unacknowledged(backend.socket),
-        traffic.backend_to_client - unacknowledged(client.socket),
-        reason,
-        error,
+        traffic.client_to_backend - unsent[0], traffic.backend_to_client - unsent[1], reason, error
     )
 
 
