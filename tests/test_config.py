@@ -441,7 +441,11 @@ PROXY_ERRORS = [
     ("unknown_domain_behavior = 'kick'", "unknown_domain_behavior", "valid values: default_motd, drop"),
     ("proxy_protocol_trusted = ['10.0.0.0/33']", "proxy_protocol_trusted[0]", "invalid CIDR '10.0.0.0/33'"),
     ("proxy_protocol_trusted = 'any'", "proxy_protocol_trusted", "expected an array, got string 'any'"),
-    ("[default_motd.Online]\ntext = 'x'", "default_motd.Online", "unknown state 'Online'; did you mean 'online'?"),
+    (
+        "[default_motd.Online]\ntext = 'x'",
+        "default_motd.Online",
+        "unknown state 'Online'; did you mean 'online'?",
+    ),
     ("[default_motd.maintenance]\ntext = 'x'", "default_motd.maintenance", "valid states: online, offline,"),
     ("[default_motd.online]\nmax_players = -1", "default_motd.online.max_players", "must not be negative"),
     (
@@ -571,7 +575,11 @@ SERVER_ERRORS = [
         'durations are strings with a unit, like "30s"',
     ),
     (MINIMAL_SERVER + "[motd.bad-state]\ntext = 'x'", "motd.bad-state", "unknown state 'bad-state'"),
-    (MINIMAL_SERVER + "[motd.onlin]\ntext = 'x'", "motd.onlin", "unknown state 'onlin'; did you mean 'online'?"),
+    (
+        MINIMAL_SERVER + "[motd.onlin]\ntext = 'x'",
+        "motd.onlin",
+        "unknown state 'onlin'; did you mean 'online'?",
+    ),
     (MINIMAL_SERVER + "id = 'Lobby'", "id", "invalid server id 'Lobby': use lower-case letters"),
     (MINIMAL_SERVER + "id = 7", "id", "invalid server id 7"),
     (MINIMAL_SERVER + "proxy_mode = 'full'", "proxy_mode", "`full` is not supported yet: intercepted modes"),

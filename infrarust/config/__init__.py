@@ -17,8 +17,8 @@ from ._models import Ban as Ban
 from ._models import DomainRewrite as DomainRewrite
 from ._models import IpFilter as IpFilter
 from ._models import Keepalive as Keepalive
-from ._models import Metrics as Metrics
 from ._models import LogFormat as LogFormat
+from ._models import Metrics as Metrics
 from ._models import Motd as Motd
 from ._models import ProxyConfig as ProxyConfig
 from ._models import ProxyMode as ProxyMode
