@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 from types import MappingProxyType
@@ -657,6 +660,27 @@ def test_explicit_path_not_found(tmp_path: Path) -> None:
 
 def test_explicit_path_is_a_folder(tmp_path: Path) -> None:
     assert str(only_problem(tmp_path)) == f"{tmp_path}: -: is a folder, expected a TOML file"
+
+
+def test_unreadable_servers_dir_is_an_error(main: Path) -> None:
+    """A folder that cannot be listed is not "no servers": every player would be refused without a word.
+
+    Root reads any folder through its CAP_DAC_* capabilities, so under root the check runs without them.
+    """
+    servers = main.parent / "servers"
+    server_file(main, "lobby.toml")
+    servers.chmod(0)
+    command = [sys.executable, "-m", "infrarust", "check", "-c", str(main)]
+    if os.geteuid() == 0:
+        command = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *command]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=REPO)
+    finally:
+        servers.chmod(0o755)
+    assert result.returncode == 1, result.stderr
+    expected = f"{main}: servers_dir: cannot read folder '{servers.resolve()}': Permission denied"
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_servers_dir_that_is_a_file(main: Path) -> None:
