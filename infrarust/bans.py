@@ -2,7 +2,10 @@
 
 :class:`BanList` is the ban list a proxy owns (``proxy.bans``) and what the ``ban`` / ``unban`` / ``bans``
 commands edit. Its matching core is pure (no trio; ``match`` takes an explicit ``now`` when asked), so it
-is tested without I/O; only :func:`maintain`, the proxy's upkeep task, uses trio.
+is tested without I/O. File work is synchronous in :class:`BanList`'s plain methods (for the command line
+and for threads); on a trio event loop use their ``*_async`` twins, which run it in a worker thread
+(``trio.to_thread.run_sync``), so a ``ban`` command holding the file's lock never stalls the sessions.
+:func:`maintain`, the proxy's upkeep task, does the same.
 
 The file, written by infrarust and fine to edit by hand::
 
@@ -22,19 +25,24 @@ both (then either one matches). ``expires_at`` null is a permanent ban; an expir
 is dropped by the next purge. Times are UTC, ISO 8601. Saving is atomic (a temporary file in the same
 folder, fsync, rename), so a reader never sees half a file; writers (the proxy, the commands) take an
 advisory lock on the folder around each read-modify-write, so two of them never lose each other's changes.
+A save killed half-way (SIGKILL, power loss) can leave its temporary file (``.bans.json.XXXXXXXX.tmp``);
+loading the list removes such leftovers.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import ipaddress
 import json
 import logging
 import math
 import os
+import re
 import sys
 import tempfile
+import threading
 import time
 import uuid as uuid_module
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -67,6 +75,8 @@ _TIME_EXAMPLE: Final = '"2025-06-01T12:00:00Z"'
 
 # (inode, mtime in ns, size) of the file as last read or written; None when there was no file.
 _Signature = tuple[int, int, int] | None
+# What tempfile.mkstemp puts between the prefix and the suffix of a save's temporary file.
+_TEMPORARY_RANDOM = re.compile(r"[a-z0-9_]{8}", re.ASCII)
 
 
 class BanFileError(Exception):
@@ -210,15 +220,17 @@ class _Index:
     """Entries arranged for a cheap ``match``: exact IPs, names and UUIDs in dicts, CIDRs in a short list.
 
     Where two entries name the same target (a hand-edited file), the one that lasts longer is kept: a
-    permanent ban always wins.
+    permanent ban always wins. An index is never changed once built: a change builds a new one and swaps it
+    in with one assignment, so ``match`` on the event loop never sees half of a change made in a thread.
     """
 
     def __init__(self, entries: Iterable[BanEntry]) -> None:
+        self.entries = tuple(entries)
         self.addresses: dict[IpAddress, BanEntry] = {}
         self.networks: dict[IpNetwork, BanEntry] = {}
         self.names: dict[str, BanEntry] = {}
         self.uuids: dict[uuid_module.UUID, BanEntry] = {}
-        for entry in entries:
+        for entry in self.entries:
             if entry.ip is not None:
                 network = ipaddress.ip_network(entry.ip, strict=False)
                 if network.prefixlen == network.max_prefixlen:
@@ -250,9 +262,12 @@ class BanList:
     """The bans, indexed for :meth:`match`, and saved to ``path`` after every change (None: in memory only).
 
     Every change (``ban_*``, ``unban_*``, :meth:`purge`) first takes in what another process wrote to the
-    file, then saves atomically, under an advisory lock on the file's folder. File access is synchronous
-    (the file is small and written only on a change). Changes and purges are logged on the
-    ``infrarust.audit`` logger, one ``event=... key=value`` line each, when ``audit`` is true.
+    file, then saves atomically, under an advisory lock on the file's folder. The plain methods do that
+    synchronously, waiting up to :data:`LOCK_TIMEOUT` for another writer's lock: call them from scripts or
+    threads. On a trio event loop await their ``*_async`` twins (``ban_player_async``...), which do the same
+    in a worker thread. :meth:`match` never touches the file and is safe to call at any time, also while a
+    thread changes the list. Changes and purges are logged on the ``infrarust.audit`` logger, one
+    ``event=... key=value`` line each, when ``audit`` is true.
     """
 
     def __init__(
@@ -264,20 +279,33 @@ class BanList:
     ) -> None:
         self.path = Path(path).absolute() if path is not None else None
         self.audit = audit
-        self._entries: tuple[BanEntry, ...] = ()
-        self._index = _Index(())
+        self._index = _Index(entries)
         self._signature: _Signature = None
-        self._set(entries)
+        # Serializes this list's file work between threads (two *_async calls at once); the folder lock
+        # does the same between processes.
+        self._file_lock = threading.RLock()
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, audit: bool = True) -> BanList:
         """The bans in ``path``: a missing file is an empty list; an unreadable or invalid one raises
-        :class:`BanFileError` naming the file and every problem."""
+        :class:`BanFileError` naming the file and every problem. Temporary files that a killed save left in
+        the folder are removed first (see :func:`remove_stale_temporaries`). Blocking: on a trio event loop
+        use :meth:`load_async`."""
         bans = cls(path=path, audit=audit)
         assert bans.path is not None
+        remove_stale_temporaries(bans.path)
         entries, bans._signature = read_ban_file(bans.path)
         bans._set(entries)
         return bans
+
+    @classmethod
+    async def load_async(cls, path: str | os.PathLike[str], *, audit: bool = True) -> BanList:
+        """:meth:`load` in a worker thread."""
+        return await trio.to_thread.run_sync(functools.partial(cls.load, path, audit=audit))
+
+    @property
+    def _entries(self) -> tuple[BanEntry, ...]:
+        return self._index.entries
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -301,11 +329,11 @@ class BanList:
         Expired entries never match. ``ip`` may be IPv4-mapped IPv6. ``now`` defaults to the wall clock.
         An empty list answers at once.
         """
-        if not self._entries:
+        index = self._index  # one snapshot: a thread may swap in a new index meanwhile
+        if not index.entries:
             return None
         if now is None:
             now = time.time()
-        index = self._index
         if uuid is not None and index.uuids:
             try:
                 entry = index.uuids.get(parse_uuid(uuid))
@@ -421,11 +449,14 @@ class BanList:
 
         Raises :class:`BanFileError` for an invalid file, keeping the current entries.
         """
-        if self.path is None or _signature(self.path) == self._signature:
+        if self.path is None:
             return False
-        entries, signature = read_ban_file(self.path)
-        self._take_in(entries, signature)
-        return True
+        with self._file_lock:
+            if _signature(self.path) == self._signature:
+                return False
+            entries, signature = read_ban_file(self.path)
+            self._take_in(entries, signature)
+            return True
 
     def upkeep(self, now: float | None = None) -> None:
         """One round of upkeep, for :func:`maintain`: take in changes on disk, then purge. Never raises:
@@ -439,6 +470,58 @@ class BanList:
             self.purge(now)
         except BanFileError as exc:
             logger.error("ban purge not saved: %s", exc)
+
+    # The same, off the event loop: each runs its plain twin in a worker thread. Cancelling the caller waits
+    # for the thread (at most LOCK_TIMEOUT plus the file work), so a change is never half-known.
+
+    async def ban_ip_async(
+        self,
+        cidr: str,
+        *,
+        reason: str,
+        duration: float | None = None,
+        source: str = "api",
+        now: float | None = None,
+    ) -> BanEntry:
+        """:meth:`ban_ip` in a worker thread."""
+        return await trio.to_thread.run_sync(
+            functools.partial(self.ban_ip, cidr, reason=reason, duration=duration, source=source, now=now)
+        )
+
+    async def ban_player_async(
+        self,
+        name: str | None = None,
+        uuid: str | uuid_module.UUID | None = None,
+        *,
+        reason: str,
+        duration: float | None = None,
+        source: str = "api",
+        now: float | None = None,
+    ) -> BanEntry:
+        """:meth:`ban_player` in a worker thread."""
+        return await trio.to_thread.run_sync(
+            functools.partial(
+                self.ban_player, name, uuid, reason=reason, duration=duration, source=source, now=now
+            )
+        )
+
+    async def unban_ip_async(self, cidr: str, *, source: str = "api") -> list[BanEntry]:
+        """:meth:`unban_ip` in a worker thread."""
+        return await trio.to_thread.run_sync(functools.partial(self.unban_ip, cidr, source=source))
+
+    async def unban_player_async(
+        self, name: str | None = None, uuid: str | uuid_module.UUID | None = None, *, source: str = "api"
+    ) -> list[BanEntry]:
+        """:meth:`unban_player` in a worker thread."""
+        return await trio.to_thread.run_sync(functools.partial(self.unban_player, name, uuid, source=source))
+
+    async def purge_async(self, now: float | None = None) -> list[BanEntry]:
+        """:meth:`purge` in a worker thread."""
+        return await trio.to_thread.run_sync(self.purge, now)
+
+    async def refresh_async(self) -> bool:
+        """:meth:`refresh` in a worker thread."""
+        return await trio.to_thread.run_sync(self.refresh)
 
     def log_refusal(
         self, entry: BanEntry, *, client: str, name: str | None, uuid: uuid_module.UUID | None
@@ -497,7 +580,7 @@ class BanList:
         if self.path is None:
             self._set(change(self._entries))
             return
-        with _locked(self.path):
+        with self._file_lock, _locked(self.path):
             self.refresh()
             entries = change(self._entries)
             if entries == self._entries:
@@ -522,8 +605,7 @@ class BanList:
                 self._log_audit("ban", entry, "via=file")
 
     def _set(self, entries: Iterable[BanEntry]) -> None:
-        self._entries = tuple(entries)
-        self._index = _Index(self._entries)
+        self._index = _Index(entries)
 
     def _log_audit(self, event: str, entry: BanEntry, extra: str = "") -> None:
         if self.audit:
@@ -547,6 +629,11 @@ def open_ban_list(config: ProxyConfig, current: BanList | None = None) -> BanLis
     return BanList.load(path, audit=config.ban.enable_audit_log)
 
 
+async def open_ban_list_async(config: ProxyConfig, current: BanList | None = None) -> BanList:
+    """:func:`open_ban_list` in a worker thread, for a proxy's start and reload on the event loop."""
+    return await trio.to_thread.run_sync(functools.partial(open_ban_list, config, current))
+
+
 def check_ban_file(config: ProxyConfig) -> BanList:
     """:func:`open_ban_list` for the command line: problems raise :class:`ConfigError` lines
     ``FILE: ban.file: PATH: what is wrong``."""
@@ -559,7 +646,8 @@ def check_ban_file(config: ProxyConfig) -> BanList:
 async def maintain(bans: Callable[[], BanList], purge_interval: Callable[[], float]) -> NoReturn:
     """Every ``purge_interval()`` seconds, re-read the ban file if it changed on disk and drop expired
     entries (saving if any were). 0 turns it off. Both are asked again each round, so a reload that
-    replaces the list or changes the interval is followed."""
+    replaces the list or changes the interval is followed. The file work runs in a worker thread: waiting
+    for another process's lock never stalls the event loop."""
     last = trio.current_time()
     while True:
         interval = purge_interval()
@@ -569,7 +657,9 @@ async def maintain(bans: Callable[[], BanList], purge_interval: Callable[[], flo
             continue
         last = trio.current_time()
         try:
-            bans().upkeep()
+            # Abandoned on cancel, so a shutdown never waits for a lock: the save is atomic (a rename), and
+            # a temporary file it leaves if the process then exits is removed at the next load.
+            await trio.to_thread.run_sync(bans().upkeep, abandon_on_cancel=True)
         except Exception:  # upkeep must never take the proxy down; the bans in memory stay in force
             logger.exception("ban upkeep failed")
 
@@ -762,10 +852,54 @@ def _signature(path: Path) -> _Signature:
     return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
 
 
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Remove the temporary files (``.NAME.XXXXXXXX.tmp``) that saves of ``path`` killed half-way left in
+    its folder; returns those removed.
+
+    It runs under the folder's lock, taken without waiting: a save holds that lock from creating its
+    temporary file until renaming it, so a temporary file found while holding the lock is a leftover. When
+    another writer holds the lock, nothing is removed now (the next load does it). Never raises: a file that
+    cannot be removed is logged.
+    """
+    if sys.platform == "win32":  # no lock to tell a leftover from a save in progress
+        return []
+    prefix = f".{path.name}."
+    removed: list[Path] = []
+    try:
+        with _locked(path, timeout=0), os.scandir(path.parent) as entries:
+            leftovers = [
+                Path(entry.path)
+                for entry in entries
+                if entry.name.startswith(prefix)
+                and entry.name.endswith(".tmp")
+                and _TEMPORARY_RANDOM.fullmatch(entry.name[len(prefix) : -len(".tmp")])
+            ]
+            for leftover in leftovers:
+                try:
+                    os.unlink(leftover)
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    logger.warning(
+                        "stale ban file temporary not removed path=%s error=%s",
+                        quote(str(leftover)),
+                        quote(exc.strerror or str(exc)),
+                    )
+                    continue
+                logger.info("stale ban file temporary removed path=%s", quote(str(leftover)))
+                removed.append(leftover)
+    except BanFileError:  # another writer holds the lock: its temporary file may be a save in progress
+        pass
+    except OSError:  # no folder (no file yet either), or one that cannot be listed: loading reports it
+        pass
+    return removed
+
+
 @contextlib.contextmanager
 def _locked(path: Path, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
     """Hold an exclusive advisory lock on the file's folder (the file itself is replaced by every save, so
-    it cannot carry the lock). Raises :class:`BanFileError` if another writer keeps it past ``timeout``."""
+    it cannot carry the lock). Raises :class:`BanFileError` if another writer keeps it past ``timeout``
+    (0: one attempt)."""
     if sys.platform == "win32":  # no flock: saving stays atomic, concurrent writers are not serialized
         yield
         return

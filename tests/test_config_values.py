@@ -44,6 +44,33 @@ def png(width: int = 64, height: int = 64) -> bytes:
         ("0.5h", 1800.0),
         ("100ms", 0.1),
         ("300s", 300.0),
+        # Infrarust v2's spellings (the units of the humantime crate it parses durations with).
+        ("0", 0.0),
+        ("1min", 60.0),
+        ("5 s", 5.0),
+        ("10 seconds", 10.0),
+        ("1sec", 1.0),
+        ("2secs", 2.0),
+        ("1minute 5mins", 360.0),
+        ("2hr", 7200.0),
+        ("1hrs 1hour 1hours", 3 * 3600.0),
+        ("1d", 86400.0),
+        ("2days", 172800.0),
+        ("1w", 604800.0),
+        ("1wk 1wks 1week", 3 * 604800.0),
+        ("1M", 2_630_016.0),
+        ("1month", 2_630_016.0),
+        ("1y", 31_557_600.0),
+        ("1yr 1years", 2 * 31_557_600.0),
+        ("1500msec", 1.5),
+        ("250millis", 0.25),
+        ("1500us", 0.0015),
+        ("1500µs", 0.0015),
+        ("2000usec", 0.002),
+        ("1000000000ns", 1.0),
+        ("1000000000nanos 1000000000nsec", 2.0),
+        ("2h 37min", 9420.0),
+        ("4.2s", 4.2),
     ],
 )
 def test_parse_duration_examples(text: str, seconds: float) -> None:
@@ -56,9 +83,10 @@ def test_parse_duration_examples(text: str, seconds: float) -> None:
         "",
         " ",
         "5",
-        "10 s",
         "5S",
-        "5sec",
+        "5Min",
+        "5sex",
+        "5 s s",
         "-5s",
         "+5s",
         "s",
@@ -69,7 +97,9 @@ def test_parse_duration_examples(text: str, seconds: float) -> None:
         "1e3s",
         "5 ",
         "٣s",
-        "5d",
+        "00",
+        "0.0",
+        "5μs",
     ],
 )
 def test_parse_duration_rejects(text: str) -> None:
@@ -81,9 +111,14 @@ def test_parse_duration_error_says_what_is_expected() -> None:
     with pytest.raises(ValueError) as info:
         parse_duration("5")
     assert str(info.value) == (
-        "invalid duration '5': expected a number with a unit (h, m, s, ms),"
-        ' like "500ms", "5s", "2m" or "1h30m"'
+        "invalid duration '5': expected a number with a unit (ms, s, m, h, d...),"
+        ' like "500ms", "5s", "2m", "1min" or "1h30m"'
     )
+
+
+def test_parse_duration_names_an_unknown_unit() -> None:
+    with pytest.raises(ValueError, match="unknown unit 'minz'"):
+        parse_duration("1h 5minz")
 
 
 def test_parse_duration_too_large_is_a_value_error() -> None:

@@ -5,6 +5,10 @@ from ._durations import format_duration as format_duration
 from ._durations import parse_duration as parse_duration
 from ._errors import ConfigError as ConfigError
 from ._errors import ConfigProblem as ConfigProblem
+from ._infrarust import IGNORED as IGNORED
+from ._infrarust import MOTD_STATES as MOTD_STATES
+from ._infrarust import MOTD_STATES_UNUSED as MOTD_STATES_UNUSED
+from ._infrarust import NOT_BUILT as NOT_BUILT
 from ._loader import DEFAULT_CONFIG_FILE as DEFAULT_CONFIG_FILE
 from ._loader import NOT_YET_ENFORCED as NOT_YET_ENFORCED
 from ._loader import load_config as load_config
@@ -13,6 +17,7 @@ from ._models import Ban as Ban
 from ._models import DomainRewrite as DomainRewrite
 from ._models import IpFilter as IpFilter
 from ._models import Keepalive as Keepalive
+from ._models import LogFormat as LogFormat
 from ._models import Metrics as Metrics
 from ._models import Motd as Motd
 from ._models import ProxyConfig as ProxyConfig

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,6 +23,7 @@ from tomlkit.exceptions import ParseError, TOMLKitError
 
 from ._errors import ConfigError, ConfigProblem
 from ._favicon import favicon_size
+from ._infrarust import IGNORED, MOTD_STATES_UNUSED, NOT_BUILT, not_built_message
 from ._models import Motd, ProxyConfig, ProxyMode, ServerConfig
 from ._structure import SERVER_NAME, make_converter, problems_from
 
@@ -33,11 +35,13 @@ DEFAULT_CONFIG_FILE: Final = "infrarust.toml"
 # logs "<key> is accepted but not enforced yet". Remove a key from here when its feature lands.
 NOT_YET_ENFORCED: Final[Mapping[type, tuple[str, ...]]] = MappingProxyType(
     {
-        ProxyConfig: (),
+        # Loaded and checked for the pipeline, drain, hooks and JSON logs being built alongside.
+        ProxyConfig: ("ip_filter", "shutdown_grace", "hook_timeout", "log_format"),
         ServerConfig: (),
     }
 )
 
+_NOT_ID = re.compile(r"[^a-z0-9_-]+", re.ASCII)
 _FORWARDING_MODE_NAMES = frozenset(mode.value for mode in ProxyMode if mode.is_forwarding)
 _C = TypeVar("_C")
 # What each key means when a file leaves it out (name and addresses are required, so any value will do).
@@ -67,12 +71,21 @@ def load_config(path: str | os.PathLike[str] | None = None) -> ProxyConfig:
     return config
 
 
+def server_id_from_file_name(stem: str) -> str | None:
+    """A clean server id (``[a-z0-9_-]+``) from a file name without ``.toml``: lower-cased, every run of
+    other characters made one ``-`` (``1.6.4`` gives ``1-6-4``, ``My Server`` gives ``my-server``); None
+    when nothing is left."""
+    derived = _NOT_ID.sub("-", stem.lower()).strip("-")
+    return derived or None
+
+
 class _Load:
     """One load: the problems and warnings found so far, across all files."""
 
     def __init__(self) -> None:
         self.problems: list[ConfigProblem] = []
         self.warnings: list[ConfigProblem] = []
+        self.derived_ids: dict[Path, str] = {}  # server files whose id was made from the file name
 
     def error(self, file: Path | str, key: str, message: str) -> None:
         self.problems.append(ConfigProblem(str(file), key or "-", message))
@@ -84,6 +97,7 @@ class _Load:
         raw = self._read(path)
         if raw is None:
             return None
+        raw = self._set_aside(raw, ProxyConfig, path)
         config = self._structure(raw, ProxyConfig, path, path.parent)
         if config is not None:
             self._check_proxy(path, config)
@@ -129,6 +143,22 @@ class _Load:
             return None
         return document.unwrap()
 
+    def _set_aside(self, raw: dict[str, Any], cls: type, path: Path) -> dict[str, Any]:
+        """``raw`` without the Infrarust keys that are not settings here: a key of a feature not built is
+        an error naming the feature; an ignored key is checked, then dropped with a warning."""
+        kept = dict(raw)
+        for key in NOT_BUILT[cls].keys() & raw.keys():
+            self.error(path, key, not_built_message(cls, key, kept.pop(key)))
+        for key in IGNORED[cls].keys() & raw.keys():
+            expected, why = IGNORED[cls][key]
+            try:
+                make_converter(path.parent.resolve()).structure(kept.pop(key), expected)
+            except ValueError as exc:
+                self.error(path, key, str(exc))
+            else:
+                self.warn(path, key, why)
+        return kept
+
     def _structure(self, raw: dict[str, Any], cls: type[_C], path: Path, base_dir: Path) -> _C | None:
         try:
             return make_converter(base_dir.resolve()).structure(raw, cls)
@@ -138,20 +168,7 @@ class _Load:
             return None
 
     def _load_servers(self, config_path: Path, servers_dir: Path) -> list[ServerConfig]:
-        if not servers_dir.exists():
-            self.warn(
-                config_path, "servers_dir", f"folder {str(servers_dir)!r} does not exist; no servers loaded"
-            )
-            return []
-        if not servers_dir.is_dir():
-            self.error(config_path, "servers_dir", f"{str(servers_dir)!r} is not a folder")
-            return []
-        # Sorted by file name: that order decides which file wins a domain both claim. Hidden files
-        # (editor and sync leftovers) are skipped.
-        files = sorted(
-            (file for file in servers_dir.glob("*.toml") if file.is_file() and not file.name.startswith(".")),
-            key=lambda file: file.name,
-        )
+        files = self._server_files(config_path, servers_dir)
         servers: list[ServerConfig] = []
         for file in files:
             server = self._load_server(file)
@@ -161,23 +178,36 @@ class _Load:
         self._check_domains(servers)
         return servers
 
+    def _server_files(self, config_path: Path, servers_dir: Path) -> list[Path]:
+        """The server files in ``servers_dir``, sorted by name: that order decides which file wins a domain
+        both claim. Hidden files (editor and sync leftovers) are skipped. A folder that exists but cannot be
+        listed is an error: "no servers" would hide the problem until every player is refused."""
+        where = repr(str(servers_dir))
+        try:
+            with os.scandir(servers_dir) as entries:
+                files = [
+                    Path(entry.path)
+                    for entry in entries
+                    if entry.name.endswith(".toml") and not entry.name.startswith(".") and entry.is_file()
+                ]
+        except FileNotFoundError:
+            self.warn(config_path, "servers_dir", f"folder {where} does not exist; no servers loaded")
+            return []
+        except NotADirectoryError:
+            self.error(config_path, "servers_dir", f"{where} is not a folder")
+            return []
+        except OSError as exc:
+            self.error(config_path, "servers_dir", f"cannot read folder {where}: {exc.strerror or exc}")
+            return []
+        return sorted(files, key=lambda file: file.name)
+
     def _load_server(self, path: Path) -> ServerConfig | None:
         raw = self._read(path)
         if raw is None:
             return None
         before = len(self.problems)
-        data = dict(raw)
-        if "name" not in data:
-            if SERVER_NAME.fullmatch(path.stem):
-                data["name"] = path.stem
-            else:
-                self.error(
-                    path,
-                    "name",
-                    f"the file name {path.stem!r} is not a valid server id ([a-z0-9_-]+); set `name`"
-                    " in the file or rename it",
-                )
-                data["name"] = "-"  # stands in so the other keys are still checked
+        data = self._set_aside(raw, ServerConfig, path)
+        data["name"] = self._server_id(path, data.pop("id", None), data.get("name"))
         self._check_server_raw(path, data)
         server = self._structure(data, ServerConfig, path, path.parent)
         if server is None or len(self.problems) > before:
@@ -185,6 +215,30 @@ class _Load:
         server = attrs.evolve(server, source=path)
         self._check_server(path, server)
         return server
+
+    def _server_id(self, path: Path, id_: object, name: object) -> object:
+        """The server's id: ``name``, else ``id`` (Infrarust's key; ``name`` wins, as there), else one made
+        from the file name. Infrarust takes any file name as an id; here an id is ``[a-z0-9_-]+`` (it shows
+        in logs and metric labels), so ``1.6.4.toml`` becomes ``1-6-4``. Messages keep naming the file."""
+        if name is not None:
+            if id_ is not None and id_ != name:
+                self.warn(path, "id", f"both `name` and `id` are set; the server's id is the name {name!r}")
+            return name  # checked by the converter
+        if id_ is not None:
+            if isinstance(id_, str) and SERVER_NAME.fullmatch(id_):
+                return id_
+            self.error(path, "id", f"invalid server id {id_!r}: use lower-case letters, digits, '_' and '-'")
+            return "-"  # stands in so the other keys are still checked
+        derived = server_id_from_file_name(path.stem)
+        if derived is None:
+            self.error(
+                path,
+                "name",
+                f"no server id can be made from the file name {path.name!r}; set `name` in the file",
+            )
+            return "-"
+        self.derived_ids[path] = derived
+        return derived
 
     def _check_server_raw(self, path: Path, data: Mapping[str, Any]) -> None:
         """Rules across keys, checked on the raw data so they are reported even beside type errors."""
@@ -203,10 +257,13 @@ class _Load:
         for server in servers:
             first = seen.setdefault(server.name, server)
             if first is not server:
+                made = server.source in self.derived_ids
                 self.error(
                     server.source or "-",
                     "name",
-                    f"server name {server.name!r} is already used by {first.source}",
+                    f"server {'id' if made else 'name'} {server.name!r}"
+                    f"{' (made from the file name)' if made else ''} is already used by {first.source}"
+                    f"{'; set `name` in one of them' if made else ''}",
                 )
 
     def _check_domains(self, servers: list[ServerConfig]) -> None:
@@ -233,11 +290,11 @@ class _Load:
                 "proxy_mode = zero_copy is only supported on Linux; this server uses the copy path",
             )
         self._check_not_enforced(path, server)
-        self._check_favicons(path, "motd", server.motd)
+        self._check_motds(path, "motd", server.motd)
 
     def _check_proxy(self, path: Path, config: ProxyConfig) -> None:
         self._check_not_enforced(path, config)
-        self._check_favicons(path, "default_motd", config.default_motd)
+        self._check_motds(path, "default_motd", config.default_motd)
 
     def _check_not_enforced(self, path: Path, obj: ProxyConfig | ServerConfig) -> None:
         defaults = _DEFAULTS[type(obj)]
@@ -245,8 +302,13 @@ class _Load:
             if getattr(obj, key) != getattr(defaults, key):
                 self.warn(path, key, f"{key} is accepted but not enforced yet")
 
-    def _check_favicons(self, path: Path, table: str, motds: Mapping[str, Motd]) -> None:
+    def _check_motds(self, path: Path, table: str, motds: Mapping[str, Motd]) -> None:
         for state, motd in motds.items():
+            unused = MOTD_STATES_UNUSED.get(state)
+            if unused is not None:
+                self.warn(
+                    path, f"{table}.{state}", f"no answer uses the {state!r} state ({unused}); it is ignored"
+                )
             if motd.favicon is None:
                 continue
             size = favicon_size(motd.favicon)

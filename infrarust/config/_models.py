@@ -31,6 +31,13 @@ class ProxyMode(enum.Enum):
 _FORWARDING_MODES = frozenset({ProxyMode.PASSTHROUGH, ProxyMode.ZERO_COPY, ProxyMode.SERVER_ONLY})
 
 
+class LogFormat(enum.Enum):
+    """``log_format``: how log lines are written."""
+
+    TEXT = "text"
+    JSON = "json"
+
+
 class UnknownDomainBehavior(enum.Enum):
     """What a connection for a domain no server claims gets."""
 
@@ -176,6 +183,10 @@ class ProxyConfig:
     so_reuseport: bool = False
     workers: int = 1
     unknown_domain_behavior: UnknownDomainBehavior = UnknownDomainBehavior.DEFAULT_MOTD
+    shutdown_grace: float = 0.0
+    hook_timeout: float = 2.0
+    log_format: LogFormat = LogFormat.TEXT
+    ip_filter: IpFilter = IpFilter()  # applies to every server, before the server's own [ip_filter]
     rate_limit: RateLimit = RateLimit()
     status_cache: StatusCache = StatusCache()
     keepalive: Keepalive = Keepalive()

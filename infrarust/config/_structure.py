@@ -29,12 +29,14 @@ from cattrs.gen import make_dict_structure_fn, override
 from ._addresses import is_host, normalize_cidr, normalize_domain, parse_address
 from ._durations import parse_duration
 from ._favicon import load_favicon
+from ._infrarust import MOTD_STATES
 from ._models import (
     Address,
     Ban,
     DomainRewrite,
     IpFilter,
     Keepalive,
+    LogFormat,
     Metrics,
     Motd,
     ProxyConfig,
@@ -51,12 +53,13 @@ from ._models import (
 T = TypeVar("T")
 
 SERVER_NAME = re.compile(r"[a-z0-9_-]+", re.ASCII)
-_MOTD_STATE = re.compile(r"[a-z_]+", re.ASCII)
 PIPE_SIZE_MIN = 4096
 PIPE_SIZE_MAX = 1024 * 1024
 # Fields filled in by the loader, never read from a file: naming them in a file is an unknown key.
 _LOADER_FIELDS = ("servers", "source")
 _SUPPORTED_MODES = ", ".join(mode.value for mode in ProxyMode if mode.is_forwarding)
+# Infrarust v2's "full" mode (encryption on both legs) is an intercepted mode too.
+_INTERCEPTED_ONLY_IN_INFRARUST = frozenset({"full"})
 
 
 def _describe(value: object) -> str:
@@ -88,8 +91,8 @@ def _boolean(value: object, _: object = None) -> bool:
     return value
 
 
-def _count(value: object, _: object = None) -> int:
-    """Every integer in the configuration counts something, so none may be negative."""
+def count(value: object, _: object = None) -> int:
+    """A whole number, not negative: every integer in the configuration counts something."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"expected a whole number, got {_describe(value)}")
     if value < 0:
@@ -98,10 +101,10 @@ def _count(value: object, _: object = None) -> int:
 
 
 def _workers(value: object, _: object = None) -> int:
-    count = _count(value)
-    if count < 1:
-        raise ValueError(f"at least 1 worker process is needed, got {count}")
-    return count
+    workers = count(value)
+    if workers < 1:
+        raise ValueError(f"at least 1 worker process is needed, got {workers}")
+    return workers
 
 
 def _pipe_size(value: object, _: object = None) -> int:
@@ -120,6 +123,13 @@ def _duration(value: object, _: object = None) -> float:
     if not isinstance(value, str):
         raise ValueError(f'expected a duration like "5s", got {_describe(value)}')
     return parse_duration(value)
+
+
+def _positive_duration(value: object, _: object = None) -> float:
+    seconds = _duration(value)
+    if seconds <= 0:
+        raise ValueError(f"must be longer than 0, got {value!r}")
+    return seconds
 
 
 def _path(value: object, _: object = None) -> Path:
@@ -141,6 +151,11 @@ def _address(value: object, _: object = None) -> Address:
 
 
 def _backend_address(value: object, _: object = None) -> Address:
+    if isinstance(value, dict) and "address" in value:  # Infrarust v2's { address = ..., weight = N }
+        raise ValueError(
+            "weighted addresses are Infrarust's load balancing, which is not built in infrarust; write the"
+            ' address as a "host:port" string (addresses are tried in order)'
+        )
     address = _address(value)
     if address.port == 0:
         raise ValueError(f"invalid address {value!r}: a backend port must be from 1 to 65535")
@@ -167,13 +182,28 @@ def _proxy_mode(value: object, _: object = None) -> ProxyMode:
     try:
         mode = ProxyMode(text)
     except ValueError:
+        if text in _INTERCEPTED_ONLY_IN_INFRARUST:
+            raise ValueError(_intercepted_not_built(text)) from None
         raise ValueError(f"unknown proxy_mode {text!r}; valid values: {_SUPPORTED_MODES}") from None
     if not mode.is_forwarding:
-        raise ValueError(
-            f"`{text}` is not supported yet: intercepted modes are not built; use passthrough, zero_copy"
-            " or server_only"
-        )
+        raise ValueError(_intercepted_not_built(text))
     return mode
+
+
+def _intercepted_not_built(mode: str) -> str:
+    return (
+        f"`{mode}` is not supported yet: intercepted modes are not built; use passthrough, zero_copy"
+        " or server_only"
+    )
+
+
+def _log_format(value: object, _: object = None) -> LogFormat:
+    text = _string(value)
+    try:
+        return LogFormat(text)
+    except ValueError:
+        valid = ", ".join(f"{log_format.value!r}" for log_format in LogFormat)
+        raise ValueError(f"unknown log_format {text!r}; valid values: {valid}") from None
 
 
 def _unknown_domain_behavior(value: object, _: object = None) -> UnknownDomainBehavior:
@@ -269,12 +299,13 @@ def make_converter(base_dir: Path) -> cattrs.Converter:
     converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
     converter.register_structure_hook(str, _string)
     converter.register_structure_hook(bool, _boolean)
-    converter.register_structure_hook(int, _count)
+    converter.register_structure_hook(int, count)
     converter.register_structure_hook(float, _duration)
     converter.register_structure_hook(Path, _path)
     converter.register_structure_hook(Address, _address)
     converter.register_structure_hook(ProxyMode, _proxy_mode)
     converter.register_structure_hook(UnknownDomainBehavior, _unknown_domain_behavior)
+    converter.register_structure_hook(LogFormat, _log_format)
     converter.register_structure_hook(DomainRewrite, _domain_rewrite)
 
     def favicon(value: object, _: object = None) -> str:
@@ -287,11 +318,11 @@ def make_converter(base_dir: Path) -> cattrs.Converter:
         errors: list[Exception] = []
         for state, table in value.items():
             try:
-                if not _MOTD_STATE.fullmatch(state):
-                    raise ValueError(
-                        f"invalid state name {state!r}: use lower-case letters and '_' (online, offline,"
-                        " unreachable, ...)"
-                    )
+                if state not in MOTD_STATES:
+                    close = difflib.get_close_matches(state, MOTD_STATES, n=1)
+                    valid = ", ".join(MOTD_STATES)
+                    hint = f"did you mean {close[0]!r}?" if close else f"valid states: {valid}"
+                    raise ValueError(f"unknown state {state!r}; {hint}")
                 motds[state] = converter.structure(table, Motd)
             except Exception as exc:
                 exc.add_note(IterableValidationNote(f"state {state}", state, Motd))
@@ -317,6 +348,7 @@ def make_converter(base_dir: Path) -> cattrs.Converter:
         },
         ProxyConfig: {
             "workers": override(struct_hook=_workers),
+            "hook_timeout": override(struct_hook=_positive_duration),
             "proxy_protocol_trusted": override(struct_hook=_each(_cidr)),
             "default_motd": override(struct_hook=motd_table),
             "servers": override(omit=True),
