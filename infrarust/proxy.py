@@ -30,7 +30,7 @@ from infrarust._listen import accept, open_listener
 from infrarust._logfmt import quote
 from infrarust.admission import Admission, NetworkSet, parse_ip
 from infrarust.backend import backend_handshake, close, connect_backend
-from infrarust.bans import BanFileError, BanList, maintain, open_ban_list
+from infrarust.bans import BanFileError, BanList, maintain, open_ban_list, open_ban_list_async
 from infrarust.config import (
     Address,
     ConfigError,
@@ -136,14 +136,17 @@ class Proxy:
     ``worker`` is the worker number under ``workers = N`` (1 to N).
     """
 
-    def __init__(self, config: ProxyConfig, *, worker: int | None = None) -> None:
+    def __init__(
+        self, config: ProxyConfig, *, worker: int | None = None, bans: BanList | None = None
+    ) -> None:
         self.metrics = Metrics(
             open_connections=lambda: self._connections, live_sessions=lambda: self._sessions
         )
         self.metrics_address: tuple[str, int] | None = None
         self._worker = worker
         self._generation = _Generation(config, self.metrics)
-        self.bans: BanList = open_ban_list(config)
+        # serve() reads the ban file off the event loop and passes it in.
+        self.bans: BanList = bans if bans is not None else open_ban_list(config)
         self._events = EventBus()
         self._hooks = Hooks()
         self._forwarders = Forwarders()
@@ -279,7 +282,7 @@ class Proxy:
             so_reuseport=current.so_reuseport,
         )
         try:  # the ban file is read again too (the same one, or the new one); a bad one rejects it all
-            bans = await trio.to_thread.run_sync(open_ban_list, config, self.bans)
+            bans = await open_ban_list_async(config, self.bans)
         except BanFileError as exc:
             raise exc.config_error(config.source or source) from None
         self.bans = bans
@@ -696,7 +699,8 @@ async def serve(
     every session at once with reason ``Shutdown``; ``await proxy.drain(grace)`` stops gently, and
     ``serve`` returns once the drain is over.
     """
-    await Proxy(config).run(listeners=listeners, task_status=task_status)
+    bans = await open_ban_list_async(config)
+    await Proxy(config, bans=bans).run(listeners=listeners, task_status=task_status)
 
 
 async def _cut(client: trio.SocketStream, backend: trio.SocketStream, traffic: Traffic) -> ForwardResult:

@@ -35,8 +35,7 @@ DEFAULT_CONFIG_FILE: Final = "infrarust.toml"
 # logs "<key> is accepted but not enforced yet". Remove a key from here when its feature lands.
 NOT_YET_ENFORCED: Final[Mapping[type, tuple[str, ...]]] = MappingProxyType(
     {
-        # Loaded and checked for the pipeline, drain, hooks and JSON logs being built alongside.
-        ProxyConfig: ("ip_filter", "shutdown_grace", "hook_timeout", "log_format"),
+        ProxyConfig: ("log_format",),
         ServerConfig: (),
     }
 )

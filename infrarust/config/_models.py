@@ -194,9 +194,5 @@ class ProxyConfig:
     default_motd: dict[str, Motd] = attrs.field(factory=dict, hash=False)
     zero_copy: ZeroCopy = ZeroCopy()
     metrics: Metrics | None = None
-    shutdown_grace: float = 0.0
-    hook_timeout: float = 2.0
-    log_format: str = "text"
-    ip_filter: IpFilter = IpFilter()
     servers: tuple[ServerConfig, ...] = ()
     source: Path | None = None  # the infrarust.toml it was loaded from; None for defaults or code
