@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     run.add_argument(
         "--log-format",
-        default="text",
+        default=None,
         choices=logs.LOG_FORMATS,
         help="text: one 'event key=value' line per event (default); json: one JSON object per line",
     )
@@ -122,9 +122,9 @@ def _run(
     worker_id: int | None,
     ready_fd: int | None,
     *,
-    log_format: logs.LogFormat = "text",
+    log_format: logs.LogFormat | None = None,  # None: the file's log_format (once it has one), else text
 ) -> int:
-    _setup_logging(level, worker_id, log_format)
+    _setup_logging(level, worker_id, log_format or "text")
     config = _load(path)
     if config is None:
         return 1

@@ -11,7 +11,7 @@ from infrarust import logs
 from infrarust.config._models import Address, Keepalive
 from infrarust.transport import tune_socket
 
-log = logs.get_logger("infrarust")
+log = logs.get_logger("infrarust.listener")
 
 # Accept errors that mean "out of a resource for a moment", not "the listener is broken".
 ACCEPT_CAPACITY_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})

@@ -16,7 +16,7 @@ from infrarust.protocol import Handshake
 from infrarust.routing import rewrite_host
 from infrarust.transport import tune_socket
 
-log = logs.get_logger("infrarust")
+log = logs.get_logger(__name__)
 
 
 async def connect_backend(

@@ -170,10 +170,42 @@ class EventLogger:
             self._emit(level, event, fields, None)
 
     def _emit(self, level: int, event: str, fields: dict[str, object], exc_info: _ExcInfo | None) -> None:
-        logger = self.logger
-        # makeRecord + handle rather than Logger.log: no caller lookup (a walk up the stack), which no
-        # formatter here prints.
-        logger.handle(logger.makeRecord(logger.name, level, "", 0, Event(event, fields), (), exc_info))
+        # Logger.handle with a record made here rather than Logger.log: no caller lookup (a walk up the
+        # stack) and none of LogRecord's per-record bookkeeping, which no formatter here prints.
+        self.logger.handle(EventRecord(self.logger.name, level, Event(event, fields), exc_info))
+
+
+class EventRecord(logging.LogRecord):
+    """A :class:`logging.LogRecord` for an :class:`Event`, made in about half the time of a full one.
+
+    It has every attribute a standard formatter reads; the ones that cost a system call or a lookup each
+    time (caller file and line, thread and process names) are fixed placeholders.
+    """
+
+    def __init__(self, name: str, level: int, msg: Event, exc_info: _ExcInfo | None) -> None:
+        # LogRecord.__init__ is not called on purpose: this sets the same attributes, more cheaply.
+        now = time.time_ns()
+        self.name = name
+        self.msg = msg
+        self.args = ()
+        self.levelno = level
+        self.levelname = logging.getLevelName(level)
+        self.pathname = self.filename = self.module = ""
+        self.funcName = ""
+        self.lineno = 0
+        self.exc_info = exc_info
+        self.exc_text = None
+        self.stack_info = None
+        self.created = now / 1e9
+        self.msecs = (now % 1_000_000_000) // 1_000_000 + 0.0
+        self.relativeCreated = (self.created - _STARTED) * 1000
+        self.thread = self.threadName = None
+        self.processName = None
+        self.process = None
+        self.taskName = None
+
+
+_STARTED: Final = time.time()
 
 
 def get_logger(name: str) -> EventLogger:
@@ -260,6 +292,16 @@ class JsonFormatter(logging.Formatter):
 
 class _Handler(logging.StreamHandler[IO[str]]):
     """The handler :func:`configure` installs (marked, so a second call replaces it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Write the line; like StreamHandler's, with the newline joined in one write."""
+        try:
+            self.stream.write(self.format(record) + "\n")
+            self.flush()
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
 
 
 def configure(

@@ -11,6 +11,7 @@ import resource
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -162,6 +163,33 @@ def test_records_read_as_text_for_other_handlers(caplog: pytest.LogCaptureFixtur
     logs.get_logger("infrarust.test").info("backend connect failed", server="s", error="No route")
     assert caplog.records[-1].getMessage() == 'backend connect failed server=s error="No route"'
     assert 'backend connect failed server=s error="No route"' in caplog.text
+
+
+def test_event_records_work_with_any_standard_formatter() -> None:
+    """An embedding program's own handler and format string read every usual attribute."""
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    handler.setFormatter(
+        logging.Formatter(
+            "%(asctime)s.%(msecs)03d %(relativeCreated)d %(levelname)s %(levelno)d %(name)s %(message)s "
+            "%(process)s %(processName)s %(thread)s %(threadName)s %(filename)s:%(lineno)d %(funcName)s "
+            "%(module)s %(pathname)s"
+        )
+    )
+    logger = logging.getLogger("infrarust.embedded")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        before = time.time()
+        logs.get_logger("infrarust.embedded").warning("hello", who="world")
+        record = logs.EventRecord("x", logging.INFO, logs.Event("e", {}), None)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
+    line = buffer.getvalue()
+    assert " WARNING 30 infrarust.embedded hello who=world " in line, line
+    assert before - 1 < record.created <= time.time() and 0 <= record.msecs < 1000
+    assert line.count("\n") == 1
 
 
 def test_configure_refuses_an_unknown_format() -> None:
