@@ -571,16 +571,22 @@ async def serve_metrics(
     that the supervisor reads, and returns the supervisor's public address.
     """
     directory, public = os.environ.get(WORKER_DIR_ENV), os.environ.get(WORKER_ADDRESS_ENV)
-    if directory and public:
-        path = os.path.join(directory, f"{os.getpid()}{_SOCKET_SUFFIX}")
-        listener = await _open_unix_listener(path)
-        host, _, port = public.rpartition(":")
-        reported = (host.strip("[]"), int(port))
-    else:
+    if not (directory and public):
         listener = await _open_listener(bind)
         name = listener.socket.getsockname()
-        reported = (name[0], name[1])
-    await _serve(listener, _Local(metrics), reported, task_status)
+        await _serve(listener, _Local(metrics), (name[0], name[1]), task_status)
+        return
+    path = os.path.join(directory, f"{os.getpid()}{_SOCKET_SUFFIX}")
+    try:
+        listener = await _open_unix_listener(path)
+    except OSError as exc:
+        raise MetricsBindError(bind, exc) from None
+    host, _, port = public.rpartition(":")
+    try:
+        await _serve(listener, _Local(metrics), (host.strip("[]"), int(port)), task_status)
+    finally:
+        with contextlib.suppress(OSError):  # gone with the worker: the supervisor stops asking it
+            os.unlink(path)
 
 
 async def _serve(

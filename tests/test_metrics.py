@@ -36,6 +36,8 @@ from helpers import (
     start_proxy,
     start_recording_backend,
 )
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from test_workers import Supervisor, relay_once, worker_pids
@@ -735,6 +737,28 @@ async def test_the_endpoint_runs_in_the_proxys_nursery_and_stops_with_it(backend
         nursery.cancel_scope.cancel()
     with pytest.raises(OSError):
         await trio.open_tcp_stream(*address)
+
+
+def test_two_processes_numbers_add_up_as_the_supervisor_adds_them() -> None:
+    first, second = Metrics(process=False), Metrics(process=False)
+    first.handshake_time(0.003)
+    second.handshake_time(0.003)
+    second.handshake_time(20.0)
+    first.connection("relayed")
+    second.connection("relayed")
+    second.backend_connect_time("lobby", 0.001)
+    families = [list(text_string_to_metric_families(m.render())) for m in (first, second)]
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(metrics_module._Fixed(metrics_module._merge(families)))
+    text = generate_latest(registry).decode()
+    handshake = samples(text, ("infrarust_handshake_seconds",))
+    assert handshake['infrarust_handshake_seconds_bucket{le="0.005"}'] == 2
+    assert handshake['infrarust_handshake_seconds_bucket{le="+Inf"}'] == 3
+    assert handshake["infrarust_handshake_seconds_sum"] == pytest.approx(20.006)
+    connect = samples(text, ("infrarust_backend_connect_seconds",))
+    assert connect['infrarust_backend_connect_seconds_count{server="lobby"}'] == 1
+    assert samples(text)['infrarust_connections_total{outcome="relayed"}'] == 2
+    assert [sample.value for sample in parse(text)["infrarust_build_info"].samples] == [1]
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="workers = N needs Linux")
