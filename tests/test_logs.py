@@ -226,26 +226,19 @@ def stopped_at_the_end(process: trio.Process) -> Iterator[None]:
             process.kill()
 
 
-async def test_json_logs_parse_line_by_line_through_a_session_a_refusal_and_a_rejected_reload(
-    tmp_path: Path, backend: Backend
-) -> None:
+FOUR_PROBLEMS = "bind = 5\nmax_connections = 'x'\nbogus = 1\nconnect_timeout = 'zz'\n"
+PROBLEM_KEYS = ("bind", "max_connections", "bogus", "connect_timeout")
+
+
+async def session_refusal_and_rejected_reload(tmp_path: Path, backend: Backend, log_format: str) -> list[str]:
+    """Run the proxy's command line through a relayed session, an unknown domain's login and a reload of a
+    file with four problems; return its stderr lines."""
     config = write_config(tmp_path, backend)
     log_path = tmp_path / "stderr.log"
+    command = [sys.executable, "-m", "infrarust", "-c", str(config), "--bind", "127.0.0.1:0"]
     with log_path.open("w") as stderr:
         process = await trio.lowlevel.open_process(
-            [
-                sys.executable,
-                "-m",
-                "infrarust",
-                "-c",
-                str(config),
-                "--bind",
-                "127.0.0.1:0",
-                "--log-format",
-                "json",
-            ],
-            cwd=ROOT,
-            stderr=stderr,
+            [*command, "--log-format", log_format], cwd=ROOT, stderr=stderr
         )
     with stopped_at_the_end(process):
         port = int((await wait_for_text(log_path, r"listening on 127\.0\.0\.1:(\d+)")).group(1))
@@ -260,22 +253,41 @@ async def test_json_logs_parse_line_by_line_through_a_session_a_refusal_and_a_re
             await stranger.send_all(handshake("nowhere.test") + login_start("Bob"))
             await read_until_eof(stranger)
         await wait_for_text(log_path, "unknown domain")
-        config.write_text("bind = 5\nmax_connections = 'x'\nbogus = 1\nconnect_timeout = 'zz'\n")
+        config.write_text(FOUR_PROBLEMS)
         process.send_signal(signal.SIGHUP)
         await wait_for_text(log_path, "reload rejected")
         process.send_signal(signal.SIGTERM)
         with trio.fail_after(20):
             assert await process.wait() == 0
-    lines = (await trio.Path(log_path).read_text()).splitlines()
+    return (await trio.Path(log_path).read_text()).splitlines()
+
+
+async def test_json_logs_parse_line_by_line_through_a_session_a_refusal_and_a_rejected_reload(
+    tmp_path: Path, backend: Backend
+) -> None:
+    lines = await session_refusal_and_rejected_reload(tmp_path, backend, "json")
     objects = [json.loads(line) for line in lines]  # every line is one JSON object
     assert all({"ts", "level", "logger", "event"} <= obj.keys() for obj in objects)
     events = [obj["event"] for obj in objects]
+    assert any(event.startswith("listening on") for event in events), events
     assert any(event.startswith("session ended") for event in events), events
     assert any(event.startswith("unknown domain") for event in events), events
     rejected = [obj for obj in objects if obj["event"].startswith("reload rejected")]
     assert len(rejected) == 1 and rejected[0]["level"] == "error"
-    for problem in ("bind", "max_connections", "bogus", "connect_timeout"):
-        assert f"infrarust.toml: {problem}: " in rejected[0]["event"]
+    for problem in PROBLEM_KEYS:
+        assert f"infrarust.toml: {problem}: " in json.dumps(rejected[0])
+
+
+async def test_text_logs_are_one_line_per_event_and_a_rejected_reload_is_one_line(
+    tmp_path: Path, backend: Backend
+) -> None:
+    lines = await session_refusal_and_rejected_reload(tmp_path, backend, "text")
+    assert all(TEXT_LINE.match(line) for line in lines), lines
+    rejected = [line for line in lines if " reload rejected" in line]
+    assert len(rejected) == 1 and " ERROR " in rejected[0]
+    for problem in PROBLEM_KEYS:
+        assert f"infrarust.toml: {problem}: " in rejected[0]
+    assert any(" listening on 127.0.0.1:" in line for line in lines)
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_NOFILE behaviour checked on Linux")
