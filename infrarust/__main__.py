@@ -15,7 +15,7 @@ from pathlib import Path
 import attrs
 import trio
 
-from infrarust import _bancli
+from infrarust import _bancli, logs
 from infrarust.bans import check_ban_file
 from infrarust.config import ConfigError, load_config, parse_address
 from infrarust.config._models import Address, ProxyConfig
@@ -26,7 +26,6 @@ from infrarust.workers import WorkerStartError, notify_ready, supervise, watch_p
 
 logger = logging.getLogger("infrarust")
 COMMANDS = ("run", "check", "ping", *_bancli.COMMANDS)
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--bind", default=None, metavar="HOST:PORT", help="listen here instead of the file's bind"
     )
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument(
+        "--log-format",
+        default=None,
+        choices=logs.LOG_FORMATS,
+        help="text: one 'event key=value' line per event (default); json: one JSON object per line",
+    )
     # Set by the supervisor of `workers = N` on the processes it starts; not for people.
     run.add_argument("--worker-id", type=int, default=None, help=argparse.SUPPRESS)
     run.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
@@ -71,16 +76,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if options.command in _bancli.COMMANDS:
         _setup_logging("warning")
         return _bancli.run(options)
-    return _run(options.config, options.bind, options.log_level, options.worker_id, options.ready_fd)
-
-
-def _setup_logging(level: str, worker_id: int | None = None) -> None:
-    log_format = (
-        LOG_FORMAT
-        if worker_id is None
-        else LOG_FORMAT.replace("%(message)s", f"worker={worker_id} %(message)s")
+    return _run(
+        options.config,
+        options.bind,
+        options.log_level,
+        options.worker_id,
+        options.ready_fd,
+        log_format=options.log_format,
     )
-    logging.basicConfig(stream=sys.stderr, level=level.upper(), format=log_format)
+
+
+def _setup_logging(level: str, worker_id: int | None = None, log_format: logs.LogFormat = "text") -> None:
+    logs.configure(level, log_format, worker=worker_id)
 
 
 def _load(path: str | None) -> ProxyConfig | None:
@@ -108,8 +115,16 @@ def _check(path: str | None) -> int:
     return 0
 
 
-def _run(path: str | None, bind: str | None, level: str, worker_id: int | None, ready_fd: int | None) -> int:
-    _setup_logging(level, worker_id)
+def _run(
+    path: str | None,
+    bind: str | None,
+    level: str,
+    worker_id: int | None,
+    ready_fd: int | None,
+    *,
+    log_format: logs.LogFormat | None = None,  # None: the file's log_format (once it has one), else text
+) -> int:
+    _setup_logging(level, worker_id, log_format or "text")
     config = _load(path)
     if config is None:
         return 1

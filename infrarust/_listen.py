@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import errno
-import logging
 import socket
 
 import trio
 
+from infrarust import logs
 from infrarust.config._models import Address, Keepalive
 from infrarust.transport import tune_socket
 
-logger = logging.getLogger("infrarust")
+log = logs.get_logger("infrarust.listener")
 
 # Accept errors that mean "out of a resource for a moment", not "the listener is broken".
 ACCEPT_CAPACITY_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
@@ -59,5 +59,5 @@ async def accept(listener: trio.SocketListener, what: str) -> trio.SocketStream:
         except OSError as exc:
             if exc.errno not in ACCEPT_CAPACITY_ERRORS:
                 raise
-            logger.error("%s accept failed, retrying error=%s", what, exc.strerror or exc)
+            log.error("accept failed, retrying", listener=what, error=exc.strerror or str(exc))
         await trio.sleep(ACCEPT_RETRY_DELAY)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
-import logging
 from collections import deque
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
 
 import trio
 
+from infrarust import logs
 from infrarust.config import IpFilter, ProxyConfig
 from infrarust.connection import Connection, Refusal
 from infrarust.hooks import Deny, Hooks, PreConnect, Redirect
@@ -18,7 +18,7 @@ from infrarust.routing import Router
 if TYPE_CHECKING:  # bans uses this module's address helpers
     from infrarust.bans import BanList
 
-logger = logging.getLogger("infrarust")
+log = logs.get_logger(__name__)
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -172,7 +172,7 @@ class Admission:
                 return Refusal("banned", ban.message())
         limiter = self._status_limiter if status else self._login_limiter
         if not limiter.allow(connection.ip, trio.current_time()):
-            return Refusal("rate_limited", RATE_LIMITED_MESSAGE, f"kind={'status' if status else 'login'}")
+            return Refusal("rate_limited", RATE_LIMITED_MESSAGE, {"kind": "status" if status else "login"})
         server, connection.route = self._router.lookup(handshake.host) if handshake.host else (None, "-")
         connection.server = server
         hooks = context.hooks
@@ -185,14 +185,14 @@ class Admission:
             return Refusal("unknown_domain", UNKNOWN_DOMAIN_MESSAGE)
         address = parse_ip(connection.ip)
         if not self._global_filter.allows(address):
-            return Refusal("ip_filtered", FILTERED_MESSAGE, "filter=global")
+            return Refusal("ip_filtered", FILTERED_MESSAGE, {"filter": "global"})
         rule = self._ip_rules.get(server.name)
         if rule is None:  # a server built in code by a hook
             rule = IpFilterRule(server.ip_filter)
         if not rule.allows(address):
             return Refusal("ip_filtered", FILTERED_MESSAGE)
         if not status and server.max_players and context.players_on(server.name) >= server.max_players:
-            return Refusal("full", FULL_MESSAGE, f"max_players={server.max_players}")
+            return Refusal("full", FULL_MESSAGE, {"max_players": server.max_players})
         return None
 
     async def _run_hooks(self, connection: Connection, hooks: Hooks) -> Refusal | None:
@@ -217,7 +217,7 @@ class Admission:
             if isinstance(target, str):
                 found = self._by_name.get(target)
                 if found is None:
-                    logger.error("pre-connect hook redirected to an unknown server server=%s", target)
+                    log.error("pre-connect hook redirected to an unknown server", server=target)
                     return None
                 target = found
             connection.server = target

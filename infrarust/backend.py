@@ -9,13 +9,14 @@ import socket
 
 import trio
 
-from infrarust._logfmt import quote
+from infrarust import logs
+from infrarust.config import format_duration
 from infrarust.config._models import Address, Keepalive, RewriteKind, ServerConfig
 from infrarust.protocol import Handshake
 from infrarust.routing import rewrite_host
 from infrarust.transport import tune_socket
 
-logger = logging.getLogger("infrarust")
+log = logs.get_logger(__name__)
 
 
 async def connect_backend(
@@ -28,18 +29,30 @@ async def connect_backend(
     """
     timeout = server.timeouts.connect if server.timeouts.connect is not None else default_timeout
     for address in server.addresses:
+        began = trio.current_time()
         with trio.move_on_after(timeout):
             try:
-                return await open_connection(address, keepalive), address
+                stream = await open_connection(address, keepalive)
             except OSError as exc:
-                logger.info(
-                    "backend connect failed server=%s address=%s error=%s",
-                    server.name,
-                    address,
-                    quote(exc.strerror or str(exc)),
+                # Also EMFILE from socket() itself: this line must need no new fd (see infrarust.logs).
+                log.info(
+                    "backend connect failed",
+                    server=server.name,
+                    address=address,
+                    error=exc.strerror or str(exc),
                 )
                 continue
-        logger.info("backend connect timed out server=%s address=%s after=%gs", server.name, address, timeout)
+            if log.enabled(logging.DEBUG):
+                log.debug(
+                    "backend connected",
+                    server=server.name,
+                    address=address,
+                    seconds=round(trio.current_time() - began, 6),
+                )
+            return stream, address
+        log.info(
+            "backend connect timed out", server=server.name, address=address, after=format_duration(timeout)
+        )
     return None
 
 

@@ -8,6 +8,8 @@ finish stage does that, in one place.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import attrs
 from attrs import frozen
 
@@ -70,11 +72,11 @@ class Connection:
 class Refusal:
     """The connection goes no further: ``reason`` names why (event, metric and log label); a login is
     told ``message`` (None: closed without a word; status pings are never told anything but may be
-    answered with the default MOTD, see the finish stage); ``detail`` adds ``key=value`` log fields."""
+    answered with the default MOTD, see the finish stage); ``detail`` holds extra log fields."""
 
     reason: RefusalReason
     message: str | None = None
-    detail: str = ""
+    detail: Mapping[str, object] = attrs.field(factory=dict)
 
 
 @frozen

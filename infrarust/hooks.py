@@ -8,17 +8,17 @@ router and before the backend is connected, until one returns a decision. A hook
 
 from __future__ import annotations
 
-import logging
 import uuid
 from collections.abc import Awaitable, Callable
 
 import trio
 from attrs import frozen
 
+from infrarust import logs
 from infrarust.config import ServerConfig
 from infrarust.protocol import Handshake, NextState
 
-logger = logging.getLogger("infrarust")
+log = logs.get_logger(__name__)
 
 
 @frozen
@@ -111,27 +111,29 @@ class Hooks:
                 try:
                     decision = await hook(connection)
                 except Exception as exc:
-                    logger.error(
-                        "pre-connect hook failed hook=%s client=%s error=%r",
-                        _name(hook),
-                        _client(connection),
-                        exc,
+                    log.error(
+                        "pre-connect hook failed",
+                        hook=_name(hook),
+                        client=_client(connection),
+                        error=repr(exc),
                     )
                     continue
             if scope.cancelled_caught:
-                logger.error(
-                    "pre-connect hook timed out hook=%s client=%s after=%gs",
-                    _name(hook),
-                    _client(connection),
-                    timeout,
+                log.error(
+                    "pre-connect hook timed out",
+                    hook=_name(hook),
+                    client=_client(connection),
+                    after=f"{timeout:g}s",
                 )
                 continue
             if decision is None:
                 continue
             if isinstance(decision, Deny | Redirect):
                 return decision
-            logger.error(
-                "pre-connect hook returned %r, not None, Deny or Redirect hook=%s", decision, _name(hook)
+            log.error(
+                "pre-connect hook returned something else than None, Deny or Redirect",
+                hook=_name(hook),
+                returned=repr(decision),
             )
         return None
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import logging
 import signal
 import socket
 import struct
@@ -26,8 +25,8 @@ from typing import Any
 import attrs
 import trio
 
+from infrarust import logs
 from infrarust._listen import accept, open_listener
-from infrarust._logfmt import quote
 from infrarust.admission import Admission, NetworkSet, parse_ip
 from infrarust.backend import backend_handshake, close, connect_backend
 from infrarust.bans import BanFileError, BanList, maintain, open_ban_list, open_ban_list_async
@@ -82,7 +81,7 @@ from infrarust.transport import (
     unacknowledged,
 )
 
-logger = logging.getLogger("infrarust")
+log = logs.get_logger(__name__)
 
 # How long a lone ``FE`` or ``FE 01`` waits for more bytes before it is taken as a legacy ping: the Beta and
 # 1.4/1.5 clients send nothing else, while a modern handshake of length 254 starts with the same two bytes
@@ -140,7 +139,10 @@ class Proxy:
         self, config: ProxyConfig, *, worker: int | None = None, bans: BanList | None = None
     ) -> None:
         self.metrics = Metrics(
-            open_connections=lambda: self._connections, live_sessions=lambda: self._sessions
+            open_connections=lambda: self._connections,
+            live_sessions=lambda: self._sessions,
+            servers=lambda: self._generation.config.servers,
+            ready=lambda: self._accepting,
         )
         self.metrics_address: tuple[str, int] | None = None
         self._worker = worker
@@ -225,11 +227,11 @@ class Proxy:
         if not self._draining:
             self._draining = True
             self._stop_accepting()
-            logger.info(
-                "draining grace=%s sessions=%d connections=%d",
-                format_duration(grace),
-                len(self._sessions),
-                self._connections,
+            log.info(
+                "draining",
+                grace=format_duration(grace),
+                sessions=len(self._sessions),
+                connections=self._connections,
             )
         if self._connections == 0:
             self._idle.set()
@@ -273,7 +275,9 @@ class Proxy:
         source = str(config.source or "-")
         for key in ("bind", "workers", "metrics", "so_reuseport"):
             if getattr(config, key) != getattr(current, key):
-                logger.warning("reload: %s changes take effect at the next start; it stays as it is", key)
+                log.warning(
+                    f"{key} changes take effect at the next start", key=key, kept=getattr(current, key)
+                )
         config = attrs.evolve(
             config,
             bind=current.bind,
@@ -289,7 +293,7 @@ class Proxy:
         self._generation = _Generation(config, self.metrics)
         for listener in self._listeners:  # new keepalive settings for the connections accepted from now on
             tune_socket(listener.socket, config.keepalive)
-        logger.info("configuration reloaded servers=%d", len(config.servers))
+        log.info("configuration reloaded", servers=len(config.servers))
 
     async def follow_signals(self, signals: AsyncIterator[int], cancel_scope: trio.CancelScope) -> None:
         """Act on process signals until the proxy has stopped: SIGHUP reloads (a rejection is one log
@@ -301,18 +305,19 @@ class Proxy:
                     try:
                         await self.reload()
                     except ConfigError as exc:
-                        logger.error(
-                            "reload rejected, keeping the old configuration problems=%s",
-                            quote("; ".join(str(problem) for problem in exc.problems)),
+                        log.error(
+                            "reload rejected",
+                            action="keeping the old configuration",
+                            problems="; ".join(str(problem) for problem in exc.problems),
                         )
                     continue
                 name = signal.Signals(signum).name
                 if self._draining:
-                    logger.info("shutting down now signal=%s sessions=%d", name, len(self._sessions))
+                    log.info("shutting down now", signal=name, sessions=len(self._sessions))
                     cancel_scope.cancel()
                     return
                 grace = self._generation.config.shutdown_grace
-                logger.info("shutting down signal=%s grace=%s", name, format_duration(grace))
+                log.info("shutting down", signal=name, grace=format_duration(grace))
                 nursery.start_soon(self._drain_then_cancel, grace, cancel_scope)
 
     async def _drain_then_cancel(self, grace: float, cancel_scope: trio.CancelScope) -> None:
@@ -351,7 +356,9 @@ class Proxy:
                 if config.metrics is not None:
                     bind = worker_bind(config.metrics.bind, self._worker)
                     self.metrics_address = await services.start(serve_metrics, self.metrics, bind)
-                    logger.info("metrics on %s", Address(*self.metrics_address))
+                    log.info(
+                        f"metrics on {Address(*self.metrics_address)}", address=Address(*self.metrics_address)
+                    )
                 async with trio.open_nursery() as connections:
                     self._connections_scope = connections.cancel_scope
                     for listener in self._listeners:
@@ -392,7 +399,7 @@ class Proxy:
             await trio.sleep(IGNORED_SUMMARY_INTERVAL)
             if self._ignored:
                 for kind, count in sorted(self._ignored.items()):
-                    logger.info("ignored connections count=%d by=%s", count, kind)
+                    log.info("ignored connections", count=count, by=kind)
                 self._ignored.clear()
 
     # --- the pipeline --------------------------------------------------------------------------------
@@ -428,10 +435,11 @@ class Proxy:
                 stopped = await self._read_preamble(stream, connection, generation)
             if deadline.cancelled_caught:
                 return Refusal(
-                    "handshake_timeout", None, f"after={format_duration(config.handshake_timeout)}"
+                    "handshake_timeout", None, {"after": format_duration(config.handshake_timeout)}
                 )
             if stopped is not None:
                 return stopped
+            self.metrics.handshake_time(trio.current_time() - connection.accepted_at)
             refusal = await generation.admission.admit(connection, self)
             if refusal is not None:
                 return refusal
@@ -446,9 +454,11 @@ class Proxy:
                     stream, connection.handshake, connection.rest, server, proxy_header
                 )
                 return Answered("status")
+            started = trio.current_time()
             connected = await connect_backend(server, config.connect_timeout, config.keepalive)
             if connected is None:
                 return Refusal("backend_unreachable", server.disconnect_message)
+            self.metrics.backend_connect_time(server.name, trio.current_time() - started)
         except ProtocolError as exc:  # a client speaking nonsense after its handshake (server list)
             return Failed("bad_packet", str(exc))
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
@@ -499,11 +509,11 @@ class Proxy:
                     if event.header.source is not None:
                         connection.client = event.header.source
                         connection.local = event.header.destination
-                        logger.debug("proxy header client=%s", connection.client_text)
+                        log.debug("proxy header read", client=connection.client_text)
                 elif isinstance(event, ClientClosed):
                     return Ignored("closed_early")
         except ProtocolError as exc:
-            return Refusal("bad_handshake", None, f"error={quote(str(exc))}")
+            return Refusal("bad_handshake", None, {"error": str(exc)})
         except trio.BrokenResourceError as exc:
             return Failed("closed_early", str(exc))
 
@@ -607,7 +617,9 @@ class Proxy:
         """The one place a connection's end is logged, counted and published."""
         if isinstance(outcome, Relayed):
             player, result = outcome.player, outcome.result
-            self.metrics.session_ended(player.server.name, player.mode.value, result)
+            self.metrics.session_ended(
+                player.server.name, player.mode.value, result, trio.current_time() - player.started_at
+            )
             _log_session_end(player, result)
             player._finish(result)
             if self._events:
@@ -619,16 +631,16 @@ class Proxy:
         if isinstance(outcome, Ignored):
             self.metrics.connection(outcome.kind)  # type: ignore[arg-type]
             self._ignored[outcome.kind] += 1
-            logger.debug("client closed before its handshake client=%s", connection.client_text)
+            log.debug("client closed before its handshake", client=connection.client_text)
             return
         if isinstance(outcome, Failed):
             if outcome.kind == "closed_early":
                 self.metrics.connection("closed_early")
-            logger.info(
-                "client connection lost client=%s kind=%s error=%s",
-                connection.client_text,
-                outcome.kind,
-                quote(outcome.error),
+            log.info(
+                "client connection lost",
+                client=connection.client_text,
+                kind=outcome.kind,
+                error=outcome.error,
             )
             return
         reason = outcome.reason
@@ -639,20 +651,18 @@ class Proxy:
         handshake = connection.handshake
         host = handshake.host if handshake is not None else None
         if reason == "unknown_domain" and connection.is_status:
-            logger.debug(
-                "unknown domain client=%s host=%s kind=status", connection.client_text, quote(host or "-")
-            )
+            log.debug("unknown domain", client=connection.client_text, host=host or "-", kind="status")
             self._ignored["unknown_domain_ping"] += 1
         else:
-            logger.info(
-                "%s client=%s%s%s%s%s",
-                _REFUSAL_EVENT[reason],
-                connection.client_text,
-                f" server={server.name}" if server is not None else "",
-                f" host={quote(host)}" if host and server is None else "",
-                f" player={quote(connection.name)}" if connection.name else "",
-                f" {outcome.detail}" if outcome.detail else "",
-            )
+            fields: dict[str, object] = {"client": connection.client_text}
+            if server is not None:
+                fields["server"] = server.name
+            elif host:
+                fields["host"] = host
+            if connection.name:
+                fields["player"] = connection.name
+            fields.update(outcome.detail)
+            log.info(_REFUSAL_EVENT[reason], reason=reason, **fields)
         if self._events:
             self._events.publish(
                 ConnectionRefused(
@@ -670,17 +680,17 @@ class Proxy:
 
 
 _REFUSAL_EVENT: dict[str, str] = {
-    "banned": "connection refused reason=banned",
+    "banned": "connection refused",
     "rate_limited": "rate limited",
     "ip_filtered": "ip filtered",
     "full": "server full",
     "unknown_domain": "unknown domain",
-    "denied": "connection refused reason=denied",
+    "denied": "connection refused",
     "backend_unreachable": "backend unreachable",
     "bad_handshake": "bad handshake",
     "handshake_timeout": "handshake timeout",
-    "max_connections": "connection refused reason=max_connections",
-    "draining": "connection refused reason=draining",
+    "max_connections": "connection refused",
+    "draining": "connection refused",
 }
 
 
@@ -764,19 +774,31 @@ def _outbound_proxy_header(server: ServerConfig, connection: Connection, stream:
 
 def _log_session_end(player: Player, result: ForwardResult) -> None:
     duration = trio.current_time() - player.started_at
-    extra = f" error={quote(result.error)}" if result.error else ""
-    logger.info(
-        "session ended server=%s player=%s mode=%s c2b=%d b2c=%d reason=%s duration=%.3fs client=%s%s",
-        player.server.name,
-        quote(player.name or "-"),
-        player.mode.value,
-        result.client_to_backend,
-        result.backend_to_client,
-        result.reason.value,
-        duration,
-        player.client_address,
-        extra,
-    )
+    if result.error:
+        log.info(
+            "session ended",
+            server=player.server.name,
+            player=player.name or "-",
+            mode=player.mode.value,
+            c2b=result.client_to_backend,
+            b2c=result.backend_to_client,
+            reason=result.reason.value,
+            duration=f"{duration:.3f}s",
+            client=player.client_address,
+            error=result.error,
+        )
+    else:
+        log.info(
+            "session ended",
+            server=player.server.name,
+            player=player.name or "-",
+            mode=player.mode.value,
+            c2b=result.client_to_backend,
+            b2c=result.backend_to_client,
+            reason=result.reason.value,
+            duration=f"{duration:.3f}s",
+            client=player.client_address,
+        )
 
 
 def _address(get: Callable[[], Any]) -> tuple[str, int] | None:

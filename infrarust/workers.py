@@ -19,6 +19,7 @@ import attrs
 import trio
 
 from infrarust.config._models import Address, ProxyConfig
+from infrarust.metrics import serve_worker_metrics
 
 logger = logging.getLogger("infrarust")
 
@@ -86,6 +87,8 @@ async def supervise(config: ProxyConfig, config_path: str | None, log_level: str
     try:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
             async with trio.open_nursery() as nursery:
+                if config.metrics is not None:  # one endpoint for all workers, started before them
+                    await nursery.start(serve_worker_metrics, config.metrics.bind)
                 with trio.fail_after(START_TIMEOUT):
                     for worker in workers:
                         await nursery.start(_keep_running, worker, address, config_path, log_level)
@@ -106,6 +109,7 @@ async def supervise(config: ProxyConfig, config_path: str | None, log_level: str
                         if worker.process is not None:
                             await worker.process.wait()
                 _signal_all(workers, signal.SIGKILL)
+                nursery.cancel_scope.cancel()  # the metrics endpoint, if any
     finally:
         reserved.close()
 

@@ -1,15 +1,19 @@
 """Metrics: the registry and its text format, the HTTP endpoint, and a proxy scraped over real sockets.
 
 Every value is asserted exactly: each step of a test causes a known number of connections, sessions, bytes
-and server-list answers, and the scrape must show precisely those.
+and server-list answers, and the scrape must show precisely those. Every scrape is read with
+``prometheus_client``'s own parser, so the text is what Prometheus reads.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import logging
 import os
+import platform
 import re
+import resource
 import signal
 import socket
 import struct
@@ -32,6 +36,10 @@ from helpers import (
     start_proxy,
     start_recording_backend,
 )
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 from test_workers import Supervisor, relay_once, worker_pids
 
 import infrarust
@@ -61,10 +69,28 @@ FAMILIES = [
     ("infrarust_status_answers_total", "counter"),
     ("infrarust_backend_connect_failures_total", "counter"),
     ("infrarust_config_reloads_total", "counter"),
+    ("infrarust_backend_connect_seconds", "histogram"),
+    ("infrarust_handshake_seconds", "histogram"),
+    ("infrarust_session_duration_seconds", "histogram"),
+    ("infrarust_build_info", "gauge"),
+    ("process_virtual_memory_bytes", "gauge"),
+    ("process_resident_memory_bytes", "gauge"),
+    ("process_start_time_seconds", "gauge"),
+    ("process_cpu_seconds_total", "counter"),
+    ("process_open_fds", "gauge"),
+    ("process_max_fds", "gauge"),
 ]
-# A label value: anything but a backslash, quote or newline, or one of their escapes.
-_VALUE = r'"(?:[^"\\\n]|\\[\\"n])*"'
-SAMPLE_LINE = re.compile(rf"^(infrarust_[a-z_]+)(\{{[a-z_]+={_VALUE}(?:,[a-z_]+={_VALUE})*\}})? (\d+)$")
+# The families whose every sample a test asserts exactly; histograms, build_info and process_* are checked
+# on their own.
+COUNTING = tuple(name.removesuffix("_total") for name, _ in FAMILIES[:8])
+HANDSHAKE_AT_ZERO = {
+    **{
+        f'infrarust_handshake_seconds_bucket{{le="{le}"}}': 0
+        for le in (*map(repr, metrics_module.HANDSHAKE_BUCKETS), "+Inf")
+    },
+    "infrarust_handshake_seconds_count": 0,
+    "infrarust_handshake_seconds_sum": 0,
+}
 OUTCOMES_AT_ZERO = {
     f'infrarust_connections_total{{outcome="{outcome}"}}': 0 for outcome in metrics_module.OUTCOMES
 }
@@ -101,7 +127,7 @@ async def exchange(address: tuple[str, int], request: bytes) -> Reply:
         return parse_reply(await read_until_eof(stream))
 
 
-async def scrape(address: tuple[str, int] | None) -> dict[str, int]:
+async def scrape(address: tuple[str, int] | None) -> dict[str, float]:
     """``GET /metrics``: every sample as ``name{labels}`` -> value, after checking the answer's form."""
     assert address is not None
     reply = await exchange(address, b"GET /metrics HTTP/1.1\r\nHost: prometheus\r\n\r\n")
@@ -112,21 +138,38 @@ async def scrape(address: tuple[str, int] | None) -> dict[str, int]:
     return samples(reply.body.decode("utf-8"))
 
 
-def samples(text: str) -> dict[str, int]:
+def parse(text: str) -> dict[str, Metric]:
+    """Every family as ``prometheus_client``'s parser reads it, by name (counters without ``_total``)."""
     assert text.endswith("\n")
-    values: dict[str, int] = {}
-    for line in text.splitlines():
-        if line.startswith("#"):
+    families = {family.name: family for family in text_string_to_metric_families(text)}
+    assert len(families) == len(list(text_string_to_metric_families(text)))
+    return families
+
+
+def key(name: str, labels: dict[str, str]) -> str:
+    if not labels:
+        return name
+    return name + "{" + ",".join(f'{k}="{escape_label_value(v)}"' for k, v in sorted(labels.items())) + "}"
+
+
+def samples(text: str, names: tuple[str, ...] = COUNTING) -> dict[str, float]:
+    """The samples of the counting families as ``name{labels}`` (labels sorted) -> value."""
+    values: dict[str, float] = {}
+    for name, parsed in parse(text).items():
+        if name not in names:
             continue
-        match = SAMPLE_LINE.match(line)
-        assert match, line
-        key = line.rsplit(" ", 1)[0]
-        assert key not in values, f"{key} twice"
-        values[key] = int(match.group(3))
+        for sample in parsed.samples:
+            label = key(sample.name, sample.labels)
+            assert label not in values, f"{label} twice"
+            values[label] = sample.value
     return values
 
 
-def family(values: dict[str, int], name: str) -> dict[str, int]:
+def nonzero(values: dict[str, float]) -> dict[str, float]:
+    return {key: value for key, value in values.items() if value}
+
+
+def family(values: dict[str, float], name: str) -> dict[str, float]:
     return {key: value for key, value in values.items() if key == name or key.startswith(name + "{")}
 
 
@@ -180,6 +223,104 @@ def test_an_empty_registry_renders_every_family_with_help_and_type() -> None:
         'infrarust_config_reloads_total{result="ok"}': 0,
         'infrarust_config_reloads_total{result="rejected"}': 0,
     }
+    assert samples(text, ("infrarust_handshake_seconds",)) == HANDSHAKE_AT_ZERO
+
+
+def test_build_info_and_process_metrics() -> None:
+    families = parse(Metrics().render())
+    (info,) = families["infrarust_build_info"].samples
+    assert info.value == 1
+    assert info.labels == {"version": metrics_module.VERSION, "python": platform.python_version()}
+    assert importlib.metadata.version("infrarust") == metrics_module.VERSION
+    process = {
+        sample.name: sample.value
+        for name, f in families.items()
+        if name.startswith("process_")
+        for sample in f.samples
+    }
+    assert process["process_resident_memory_bytes"] > 1_000_000
+    assert process["process_open_fds"] == len(os.listdir("/proc/self/fd"))  # both count their own listdir
+    assert process["process_max_fds"] == resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    assert process["process_cpu_seconds_total"] > 0
+    assert "process_open_fds" not in parse(Metrics(process=False).render())
+
+
+def test_histograms_count_into_their_buckets() -> None:
+    metrics = Metrics()
+    metrics.handshake_time(0.003)
+    metrics.handshake_time(0.003)
+    metrics.handshake_time(20.0)  # past the last bound: only +Inf
+    metrics.backend_connect_time("lobby", 0.001)  # on a bound: counted in it (le is inclusive)
+    metrics.session_ended("lobby", "zero_copy", ForwardResult(1, 2, ForwardEndReason.CLIENT_CLOSED), 42.0)
+    metrics.session_ended("lobby", "zero_copy", ForwardResult(1, 2, ForwardEndReason.SHUTDOWN))  # no time
+    text = metrics.render()
+    handshake = samples(text, ("infrarust_handshake_seconds",))
+    assert handshake['infrarust_handshake_seconds_bucket{le="0.0025"}'] == 0
+    assert handshake['infrarust_handshake_seconds_bucket{le="0.005"}'] == 2
+    assert handshake['infrarust_handshake_seconds_bucket{le="10.0"}'] == 2
+    assert handshake['infrarust_handshake_seconds_bucket{le="+Inf"}'] == 3
+    assert handshake["infrarust_handshake_seconds_count"] == 3
+    assert handshake["infrarust_handshake_seconds_sum"] == pytest.approx(20.006)
+    connect = samples(text, ("infrarust_backend_connect_seconds",))
+    assert connect['infrarust_backend_connect_seconds_bucket{le="0.0005",server="lobby"}'] == 0
+    assert connect['infrarust_backend_connect_seconds_bucket{le="0.001",server="lobby"}'] == 1
+    assert connect['infrarust_backend_connect_seconds_count{server="lobby"}'] == 1
+    sessions = samples(text, ("infrarust_session_duration_seconds",))
+    assert (
+        sessions['infrarust_session_duration_seconds_bucket{le="30.0",mode="zero_copy",server="lobby"}'] == 0
+    )
+    assert (
+        sessions['infrarust_session_duration_seconds_bucket{le="60.0",mode="zero_copy",server="lobby"}'] == 1
+    )
+    assert sessions['infrarust_session_duration_seconds_count{mode="zero_copy",server="lobby"}'] == 1
+    assert sessions['infrarust_session_duration_seconds_sum{mode="zero_copy",server="lobby"}'] == 42.0
+
+
+def test_every_configured_server_has_its_series_at_zero_from_the_start() -> None:
+    configured = [
+        server("lobby", ["l.test"], [Address("127.0.0.1", 1)], ProxyMode.ZERO_COPY),
+        server("game", ["g.test"], [Address("127.0.0.1", 2)], ProxyMode.PASSTHROUGH),
+    ]
+    metrics = Metrics(servers=lambda: configured)
+    values = samples(metrics.render())
+    for name, mode in (("lobby", "zero_copy"), ("game", "passthrough")):
+        assert values[f'infrarust_sessions_active{{mode="{mode}",server="{name}"}}'] == 0
+        for reason in ("client_closed", "backend_closed", "shutdown", "error"):
+            assert (
+                values[f'infrarust_sessions_ended_total{{mode="{mode}",reason="{reason}",server="{name}"}}']
+                == 0
+            )
+        for direction in ("b2c", "c2b"):
+            assert values[f'infrarust_relayed_bytes_total{{direction="{direction}",server="{name}"}}'] == 0
+        for source in ("cache", "backend", "motd_unreachable", "motd_default"):
+            assert values[f'infrarust_status_answers_total{{server="{name}",source="{source}"}}'] == 0
+        assert values[f'infrarust_backend_connect_failures_total{{server="{name}"}}'] == 0
+    histograms = samples(
+        metrics.render(), ("infrarust_backend_connect_seconds", "infrarust_session_duration_seconds")
+    )
+    assert histograms['infrarust_backend_connect_seconds_count{server="game"}'] == 0
+    assert histograms['infrarust_session_duration_seconds_count{mode="zero_copy",server="lobby"}'] == 0
+    configured.append(server("new", ["n.test"], [Address("127.0.0.1", 3)]))  # a reload added a server
+    assert samples(metrics.render())['infrarust_backend_connect_failures_total{server="new"}'] == 0
+
+
+def test_label_values_are_snake_case_everywhere() -> None:
+    metrics = Metrics(servers=lambda: [server("lobby", ["l.test"], [Address("127.0.0.1", 1)])])
+    for reason in ForwardEndReason:
+        metrics.session_ended("lobby", "passthrough", ForwardResult(0, 0, reason))
+    snake = re.compile(r"^[a-z0-9_]+$")
+    for name, parsed in parse(metrics.render()).items():
+        for sample in parsed.samples:
+            for label, value in sample.labels.items():
+                if label in ("server", "le", "version", "python") or value == "":
+                    continue
+                assert snake.match(value), (name, label, value)
+    assert {value for (_, _, value) in metrics.sessions_ended} == {
+        "client_closed",
+        "backend_closed",
+        "shutdown",
+        "error",
+    }
 
 
 def test_every_update_shows_exactly_once_in_the_text() -> None:
@@ -198,11 +339,11 @@ def test_every_update_shows_exactly_once_in_the_text() -> None:
         'infrarust_connections_total{outcome="relayed"}': 2,
         'infrarust_connections_total{outcome="unknown_domain"}': 1,
         "infrarust_connections_open": 4,
-        'infrarust_sessions_active{server="lobby",mode="zero_copy"}': 0,
-        'infrarust_sessions_ended_total{server="lobby",mode="zero_copy",reason="ClientClosed"}': 1,
-        'infrarust_sessions_ended_total{server="lobby",mode="zero_copy",reason="Error"}': 1,
-        'infrarust_relayed_bytes_total{server="lobby",direction="b2c"}': 2007,
-        'infrarust_relayed_bytes_total{server="lobby",direction="c2b"}': 15,
+        'infrarust_sessions_active{mode="zero_copy",server="lobby"}': 0,
+        'infrarust_sessions_ended_total{mode="zero_copy",reason="client_closed",server="lobby"}': 1,
+        'infrarust_sessions_ended_total{mode="zero_copy",reason="error",server="lobby"}': 1,
+        'infrarust_relayed_bytes_total{direction="b2c",server="lobby"}': 2007,
+        'infrarust_relayed_bytes_total{direction="c2b",server="lobby"}': 15,
         'infrarust_status_answers_total{server="",source="motd_default"}': 1,
         'infrarust_status_answers_total{server="lobby",source="cache"}': 1,
         'infrarust_backend_connect_failures_total{server="lobby"}': 1,
@@ -218,40 +359,40 @@ def test_live_sessions_count_as_active_and_add_their_bytes_so_far() -> None:
     metrics.session_ended("lobby", "passthrough", ForwardResult(10, 20, ForwardEndReason.BACKEND_CLOSED))
     values = samples(metrics.render())
     assert family(values, "infrarust_sessions_active") == {
-        'infrarust_sessions_active{server="lobby",mode="passthrough"}': 2
+        'infrarust_sessions_active{mode="passthrough",server="lobby"}': 2
     }
     assert family(values, "infrarust_relayed_bytes_total") == {
-        'infrarust_relayed_bytes_total{server="lobby",direction="b2c"}': 1022,
-        'infrarust_relayed_bytes_total{server="lobby",direction="c2b"}': 111,
+        'infrarust_relayed_bytes_total{direction="b2c",server="lobby"}': 1022,
+        'infrarust_relayed_bytes_total{direction="c2b",server="lobby"}': 111,
     }
     live.clear()  # both ended: their bytes leave the live sum (the proxy moves them into the counter)
     assert family(samples(metrics.render()), "infrarust_sessions_active") == {
-        'infrarust_sessions_active{server="lobby",mode="passthrough"}': 0
+        'infrarust_sessions_active{mode="passthrough",server="lobby"}': 0
     }
 
 
 def test_label_values_are_escaped() -> None:
     assert escape_label_value('a\\b"c\nd') == 'a\\\\b\\"c\\nd'
     metrics = Metrics()
-    metrics.backend_connect_failure('odd\\name "with"\nnewline')
-    lines = metrics.render().splitlines()
-    assert 'infrarust_backend_connect_failures_total{server="odd\\\\name \\"with\\"\\nnewline"} 1' in lines
-    assert all(SAMPLE_LINE.match(line) for line in lines if not line.startswith("#"))
+    odd = 'odd\\name "with"\nnewline'
+    metrics.backend_connect_failure(odd)
+    text = metrics.render()
+    assert 'infrarust_backend_connect_failures_total{server="odd\\\\name \\"with\\"\\nnewline"} 1.0' in text
+    (sample,) = parse(text)["infrarust_backend_connect_failures"].samples
+    assert sample.labels == {"server": odd}
 
 
-def test_worker_ports() -> None:
+def test_every_process_uses_the_configured_address() -> None:
     bind = Address("127.0.0.1", 9100)
     assert worker_bind(bind, None) == bind
-    assert worker_bind(bind, 1) == bind
-    assert worker_bind(bind, 3) == Address("127.0.0.1", 9102)
-    assert worker_bind(Address("::1", 0), 4) == Address("::1", 0)  # port 0: each worker a free port
+    assert worker_bind(bind, 3) == bind  # a worker serves its private socket; the supervisor this address
 
 
 # --- the HTTP endpoint --------------------------------------------------------------------------------
 
 
 async def test_get_head_and_a_query_string(nursery: trio.Nursery) -> None:
-    metrics = Metrics()
+    metrics = Metrics(process=False)  # no CPU time moving between two scrapes
     metrics.connection("status")
     address = await start_endpoint(nursery, metrics)
     reply = await exchange(address, b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n")
@@ -264,6 +405,24 @@ async def test_get_head_and_a_query_string(nursery: trio.Nursery) -> None:
     assert head.headers["content-length"] == reply.headers["content-length"]
     query = await exchange(address, b"GET /metrics?name[]=x HTTP/1.1\n\n")  # bare LF line ends too
     assert query.status == 200 and query.body == reply.body
+
+
+async def test_healthz_and_readyz(nursery: trio.Nursery) -> None:
+    accepting = True
+    address = await start_endpoint(nursery, Metrics(ready=lambda: accepting))
+    for method in (b"GET", b"HEAD"):
+        health = await exchange(address, method + b" /healthz HTTP/1.1\r\n\r\n")
+        assert health.status == 200 and health.body == (b"ok\n" if method == b"GET" else b"")
+        ready = await exchange(address, method + b" /readyz?verbose HTTP/1.1\r\n\r\n")
+        assert ready.status == 200 and ready.body == (b"ok\n" if method == b"GET" else b"")
+    accepting = False  # draining: the proxy no longer accepts connections
+    ready = await exchange(address, b"GET /readyz HTTP/1.1\r\n\r\n")
+    assert ready.status == 503 and ready.body == b"not ready\n"
+    assert ready.headers["connection"] == "close"
+    assert (await exchange(address, b"GET /healthz HTTP/1.1\r\n\r\n")).status == 200  # still alive
+    assert (await exchange(address, b"POST /readyz HTTP/1.1\r\n\r\n")).status == 405
+    accepting = True
+    assert (await exchange(address, b"GET /readyz HTTP/1.1\r\n\r\n")).status == 200
 
 
 @pytest.mark.parametrize(
@@ -409,9 +568,10 @@ async def test_a_proxy_counts_what_it_did_exactly(
     await player.send_all(first + b"hello")
     assert await read_exactly(player, len(first) + 5) == first + b"hello"
     sent = len(first) + 5
-    relayed = {
-        'infrarust_relayed_bytes_total{server="game",direction="b2c"}': sent,
-        'infrarust_relayed_bytes_total{server="game",direction="c2b"}': sent,
+    relayed = {  # every configured server has its series from the start, at 0 until it relays
+        f'infrarust_relayed_bytes_total{{direction="{d}",server="{name}"}}': sent if name == "game" else 0
+        for d in ("b2c", "c2b")
+        for name in ("down", "game", "hub")
     }
     with trio.fail_after(5):  # b2c is counted just after the proxy's send returns
         while (
@@ -419,10 +579,10 @@ async def test_a_proxy_counts_what_it_did_exactly(
         ):
             await trio.sleep(0.01)
     assert values["infrarust_connections_open"] == 1
-    assert family(values, "infrarust_sessions_active") == {
-        'infrarust_sessions_active{server="game",mode="passthrough"}': 1
+    assert nonzero(family(values, "infrarust_sessions_active")) == {
+        'infrarust_sessions_active{mode="passthrough",server="game"}': 1
     }
-    assert family(values, "infrarust_sessions_ended_total") == {}
+    assert nonzero(family(values, "infrarust_sessions_ended_total")) == {}
     await player.aclose()
     await wait_until(lambda: not proxy.sessions and proxy.connections == 0)
 
@@ -453,7 +613,7 @@ async def test_a_proxy_counts_what_it_did_exactly(
     await wait_until(lambda: proxy.connections == 0 and proxy.metrics.connections["closed_early"] == 1)
 
     values = await scrape(proxy.metrics_address)
-    assert values == {
+    expected = {
         **OUTCOMES_AT_ZERO,
         'infrarust_connections_total{outcome="relayed"}': 1,
         'infrarust_connections_total{outcome="status"}': 3,
@@ -463,8 +623,8 @@ async def test_a_proxy_counts_what_it_did_exactly(
         'infrarust_connections_total{outcome="bad_handshake"}': 1,
         'infrarust_connections_total{outcome="closed_early"}': 1,
         "infrarust_connections_open": 0,
-        'infrarust_sessions_active{server="game",mode="passthrough"}': 0,
-        'infrarust_sessions_ended_total{server="game",mode="passthrough",reason="ClientClosed"}': 1,
+        'infrarust_sessions_active{mode="passthrough",server="game"}': 0,
+        'infrarust_sessions_ended_total{mode="passthrough",reason="client_closed",server="game"}': 1,
         **relayed,
         'infrarust_status_answers_total{server="",source="motd_default"}': 1,
         'infrarust_status_answers_total{server="down",source="motd_unreachable"}': 1,
@@ -474,6 +634,8 @@ async def test_a_proxy_counts_what_it_did_exactly(
         'infrarust_config_reloads_total{result="ok"}': 0,
         'infrarust_config_reloads_total{result="rejected"}': 0,
     }
+    # The other configured servers' series are there at 0 too (a test of their own covers them).
+    assert {key: value for key, value in values.items() if value or key in expected} == expected
 
 
 async def test_refused_connections_are_counted(nursery: trio.Nursery, backend: Backend) -> None:
@@ -566,10 +728,10 @@ async def test_broken_scrapes_never_disturb_a_relayed_session(
             await trio.sleep(0.01)
 
     values = await scrape(address)
-    assert values['infrarust_sessions_active{server="game",mode="zero_copy"}'] == 1
+    assert values['infrarust_sessions_active{mode="zero_copy",server="game"}'] == 1
     await player.aclose()
     await wait_until(lambda: not proxy.sessions)
-    assert proxy.metrics.sessions_ended == {("game", "zero_copy", "ClientClosed"): 1}
+    assert proxy.metrics.sessions_ended == {("game", "zero_copy", "client_closed"): 1}
     assert len(proxy.sessions) == 0
 
 
@@ -585,13 +747,36 @@ async def test_the_endpoint_runs_in_the_proxys_nursery_and_stops_with_it(backend
         await trio.open_tcp_stream(*address)
 
 
+def test_two_processes_numbers_add_up_as_the_supervisor_adds_them() -> None:
+    first, second = Metrics(process=False), Metrics(process=False)
+    first.handshake_time(0.003)
+    second.handshake_time(0.003)
+    second.handshake_time(20.0)
+    first.connection("relayed")
+    second.connection("relayed")
+    second.backend_connect_time("lobby", 0.001)
+    families = [list(text_string_to_metric_families(m.render())) for m in (first, second)]
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(metrics_module._Fixed(metrics_module._merge(families)))
+    text = generate_latest(registry).decode()
+    handshake = samples(text, ("infrarust_handshake_seconds",))
+    assert handshake['infrarust_handshake_seconds_bucket{le="0.005"}'] == 2
+    assert handshake['infrarust_handshake_seconds_bucket{le="+Inf"}'] == 3
+    assert handshake["infrarust_handshake_seconds_sum"] == pytest.approx(20.006)
+    connect = samples(text, ("infrarust_backend_connect_seconds",))
+    assert connect['infrarust_backend_connect_seconds_count{server="lobby"}'] == 1
+    assert samples(text)['infrarust_connections_total{outcome="relayed"}'] == 2
+    assert [sample.value for sample in parse(text)["infrarust_build_info"].samples] == [1]
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="workers = N needs Linux")
-async def test_each_worker_serves_its_own_counters(tmp_path: Path, backend: Backend) -> None:
+async def test_workers_are_served_as_one_endpoint_that_adds_them_up(tmp_path: Path, backend: Backend) -> None:
     (tmp_path / "servers").mkdir()
     (tmp_path / "servers" / "w.toml").write_text(
         f'domains = ["w.test"]\naddresses = ["127.0.0.1:{backend.port}"]\n'
     )
-    config = "workers = 2\n[rate_limit]\nmax_connections = 0\n[metrics]\nbind = '127.0.0.1:0'\n"
+    metrics_port = free_port()
+    config = f"workers = 2\n[rate_limit]\nmax_connections = 0\n[metrics]\nbind = '127.0.0.1:{metrics_port}'\n"
     (tmp_path / "infrarust.toml").write_text(config)
     process = await trio.lowlevel.open_process(
         [sys.executable, "-m", "infrarust", "-c", str(tmp_path / "infrarust.toml"), "--bind", "127.0.0.1:0"],
@@ -599,19 +784,52 @@ async def test_each_worker_serves_its_own_counters(tmp_path: Path, backend: Back
         stderr=subprocess.PIPE,
     )
     supervisor = Supervisor(process)
+    endpoint = ("127.0.0.1", metrics_port)
     try:
         await supervisor.read_until(rb"listening on 127\.0\.0\.1:\d+ workers=2")
         port = int(re.findall(rb"listening on 127\.0\.0\.1:(\d+)", supervisor.log)[0])
-        endpoints = dict(re.findall(rb"worker=(\d) metrics on 127\.0\.0\.1:(\d+)", supervisor.log))
-        assert sorted(endpoints) == [b"1", b"2"] and len(set(endpoints.values())) == 2
+        # Each worker names the one endpoint, not a port of its own.
+        assert set(re.findall(rb"worker=(\d) metrics on 127\.0\.0\.1:(\d+)", supervisor.log)) == {
+            (b"1", str(metrics_port).encode()),
+            (b"2", str(metrics_port).encode()),
+        }
+        assert (await exchange(endpoint, b"GET /readyz HTTP/1.1\r\n\r\n")).status == 200
+        assert (await exchange(endpoint, b"GET /healthz HTTP/1.1\r\n\r\n")).status == 200
         for index in range(10):
             await relay_once(port, f"p{index}")
         await supervisor.read_until(rb"session ended", 10)
-        relayed = [
-            (await scrape(("127.0.0.1", int(endpoint))))['infrarust_connections_total{outcome="relayed"}']
-            for endpoint in endpoints.values()
-        ]
-        assert sum(relayed) == 10  # every session counted once, by the worker that relayed it
+        text = (await exchange(endpoint, b"GET /metrics HTTP/1.1\r\n\r\n")).body.decode()
+        values = samples(text)
+        assert values['infrarust_connections_total{outcome="relayed"}'] == 10  # counted once, by its worker
+        assert (
+            values['infrarust_sessions_ended_total{mode="passthrough",reason="client_closed",server="w"}']
+            == 10
+        )
+        families = parse(text)
+        assert [sample.value for sample in families["infrarust_build_info"].samples] == [1]
+        pids = {sample.labels["pid"] for sample in families["process_resident_memory_bytes"].samples}
+        assert pids == {str(pid) for pid in (process.pid, *worker_pids(process.pid))}
+
+        # A worker that dies takes none of the counted sessions with it: the sums never go down.
+        busy = re.findall(rb"worker=(\d) session ended", supervisor.log)[0]  # a worker with sessions counted
+        victim = int(re.findall(rb"worker started worker=" + busy + rb" pid=(\d+)", supervisor.log)[-1])
+        os.kill(victim, signal.SIGKILL)
+        await supervisor.read_until(rb"worker exited worker=\d code=-9 restarting=yes")
+        with trio.fail_after(10):
+            while len(worker_pids(process.pid)) < 2:
+                await trio.sleep(0.05)
+        await relay_once(port, "after")
+        await supervisor.read_until(rb"session ended", 11)
+        with trio.fail_after(10):
+            while (
+                relayed := samples(
+                    (await exchange(endpoint, b"GET /metrics HTTP/1.1\r\n\r\n")).body.decode()
+                )['infrarust_connections_total{outcome="relayed"}']
+            ) < 11:
+                await trio.sleep(0.05)
+        assert relayed == 11
+        again = samples((await exchange(endpoint, b"GET /metrics HTTP/1.1\r\n\r\n")).body.decode())
+        assert again['infrarust_connections_total{outcome="relayed"}'] == 11  # the dead one's share stays
         process.send_signal(signal.SIGTERM)
         with trio.fail_after(20):
             assert await process.wait() == 0

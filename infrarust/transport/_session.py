@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
-import logging
 import os
 import socket
 import sys
@@ -20,12 +18,13 @@ from typing import Protocol
 
 import trio
 
+from infrarust import logs
 from infrarust.config._durations import format_duration
 
 from ._result import ForwardEndReason, ForwardResult, Traffic
 from ._sockopts import lift_send_limit
 
-logger = logging.getLogger("infrarust.transport")
+log = logs.get_logger("infrarust.transport")
 
 # Errors that mean "this connection is broken", from the raw trio socket (OSError: ECONNRESET, EPIPE,
 # ETIMEDOUT from keepalive...) and from trio itself (a socket closed or broken under us).
@@ -164,7 +163,7 @@ class Session:
             self.reason = ForwardEndReason.ERROR
             self.error = message
         else:
-            logger.debug("relay error after %s: %s", self.reason.value, message)
+            log.debug("relay error after the end", ended_by=self.reason.value, error=message)
         if self._scope is not None:
             self._scope.cancel()
 
@@ -172,10 +171,10 @@ class Session:
         """Switch every direction to the copy path at its next empty-pipe point; warns once per session."""
         if self.copy_fallback is None:
             self.copy_fallback = why
-            logger.warning(
-                "splice unavailable, session falls back to copying client=%s reason=%s",
-                _peer(self.directions[0].src),
-                json.dumps(why),
+            log.warning(
+                "splice unavailable, session falls back to copying",
+                client=_peer(self.directions[0].src),
+                reason=why,
             )
 
     async def run(self, pump: Callable[[Session, Direction], Awaitable[None]]) -> ForwardResult:
