@@ -203,6 +203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or (args[0] not in COMMANDS and args[0] not in TOP_LEVEL_OPTIONS):
         args.insert(0, "run")
+    if args == ["--version"] or args == ["-V"]:  # without building the parser, which loads more
+        _VersionAction([])(build_ping_parser())
     if args[0] == "ping":  # the light path: CI loops run it often
         ping_parser = build_ping_parser()
         return _ping(ping_parser, ping_parser.parse_args(args[1:]))
