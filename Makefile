@@ -13,9 +13,14 @@ STAMP := $(VENV)/.installed-test
 # same way, so tests/test_packaging.py builds the wheel with warnings shown and fails on any.
 PIP := PYTHONWARNINGS=ignore $(BIN)/python -m pip --disable-pip-version-check
 PIP_INSTALL := $(PIP) install --quiet -c requirements-dev.txt
-# Python 3.13, when the machine has it, runs the test suite a second time in its own virtual environment.
-PYTHON313 ?= $(shell command -v python3.13 2>/dev/null)
-VENV313 := .venv313
+# Python 3.13, when the machine has it, runs the test suite a second time in its own virtual environment:
+# a python3.13 that runs (a pyenv shim without that version selected does not), else pyenv's own 3.13
+# install, which this project's machine image ships (Debian 12 packages no 3.13, PyPI no interpreters).
+PYTHON313 ?= $(shell for candidate in python3.13 $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.13*/bin/python3.13; \
+	do "$$candidate" -c 'import sys; assert sys.version_info[:2] == (3, 13)' 2>/dev/null \
+	&& command -v "$$candidate" && break; done)
+# Inside .venv/, so it is ignored and cleaned with it.
+VENV313 := $(VENV)/py313
 STAMP313 := $(VENV313)/.installed-test
 E2E := tests/e2e
 NODE_STAMP := $(E2E)/node_modules/.installed
@@ -61,13 +66,13 @@ typecheck: $(STAMP)
 pytest: $(STAMP) $(NODE_STAMP)
 	$(BIN)/pytest
 
-# The whole suite again on Python 3.13 where the machine has it (Debian 12 does not: see the README).
+# The whole suite again on Python 3.13 where the machine has one (see the README, Tests).
 ifneq ($(PYTHON313),)
 pytest313: $(STAMP313) $(NODE_STAMP)
 	$(VENV313)/bin/pytest
 else
 pytest313:
-	@echo "python3.13 not found: the suite ran on $$($(BIN)/python -V) only (see README, Tests)"
+	@echo "no Python 3.13 found: the suite ran on $$($(BIN)/python -V) only (see README, Tests)"
 endif
 
 test: lint typecheck pytest pytest313
@@ -77,4 +82,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) $(VENV313) $(E2E)/node_modules .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(E2E)/node_modules .mypy_cache .ruff_cache .pytest_cache
