@@ -57,6 +57,7 @@ Exit status 0 when the configuration loads (warnings go to stderr), 1 with one
 'FILE: KEY: what is wrong' line per problem.
 """
 
+PING_DESCRIPTION = "Send a server-list ping and print the answer as one line of JSON."
 PING_EPILOG = """\
 examples:
   infrarust ping mc.example.com
@@ -78,6 +79,13 @@ def prog_name() -> str:
     return "python -m infrarust" if started in ("", "__main__.py", "-m", "-c") else started
 
 
+def version_line() -> str:
+    """What ``--version`` prints: ``infrarust X.Y.Z``, from the installed package's metadata."""
+    import infrarust
+
+    return f"infrarust {infrarust.__version__}"
+
+
 class _VersionAction(argparse.Action):
     """``-V`` / ``--version``: reads the version only when asked (package metadata costs an import)."""
 
@@ -85,9 +93,7 @@ class _VersionAction(argparse.Action):
         super().__init__(option_strings, dest=dest, default=argparse.SUPPRESS, nargs=0, **kwargs)
 
     def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
-        import infrarust
-
-        print(f"infrarust {infrarust.__version__}")
+        print(version_line())
         parser.exit()
 
 
@@ -169,9 +175,6 @@ def add_run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
 
 
-PING_DESCRIPTION = "Send a server-list ping and print the answer as one line of JSON."
-
-
 def add_ping_options(ping: argparse.ArgumentParser) -> None:
     """Every option of ``ping``."""
     ping.add_argument("address", metavar="HOST[:PORT]", help="where to connect (port defaults to 25565)")
@@ -203,8 +206,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or (args[0] not in COMMANDS and args[0] not in TOP_LEVEL_OPTIONS):
         args.insert(0, "run")
-    if args == ["--version"] or args == ["-V"]:  # without building the parser, which loads more
-        _VersionAction([])(build_ping_parser())
+    if args in (["--version"], ["-V"]):  # without building the whole parser, which loads more
+        print(version_line())
+        return 0
     if args[0] == "ping":  # the light path: CI loops run it often
         ping_parser = build_ping_parser()
         return _ping(ping_parser, ping_parser.parse_args(args[1:]))

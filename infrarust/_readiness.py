@@ -60,7 +60,7 @@ class Readiness:
     def __init__(self, ready_file: Path | None, environ: Mapping[str, str] = os.environ) -> None:
         self.ready_file = ready_file
         self._environ = environ
-        self.close()
+        self._remove()
 
     async def ready(self, address: str) -> None:
         """Announce that the proxy listens on ``address``; raises :class:`ReadyFileError`."""
@@ -73,7 +73,10 @@ class Readiness:
         sd_notify("STOPPING=1\nSTATUS=shutting down", self._environ)
 
     def close(self) -> None:
-        """Remove the ready file, if there is one (quietly: it may be gone already)."""
+        """Remove this run's ready file, if there is one (quietly: it may be gone already)."""
+        self._remove()
+
+    def _remove(self) -> None:
         if self.ready_file is not None:
             try:
                 self.ready_file.unlink(missing_ok=True)
