@@ -136,7 +136,12 @@ class Proxy:
     """
 
     def __init__(
-        self, config: ProxyConfig, *, worker: int | None = None, bans: BanList | None = None
+        self,
+        config: ProxyConfig,
+        *,
+        worker: int | None = None,
+        bans: BanList | None = None,
+        file_config: ProxyConfig | None = None,
     ) -> None:
         self.metrics = Metrics(
             open_connections=lambda: self._connections,
@@ -147,6 +152,8 @@ class Proxy:
         self.metrics_address: tuple[str, int] | None = None
         self._worker = worker
         self._generation = _Generation(config, self.metrics)
+        # What the file said, before command-line options: a reload from the file is compared with it.
+        self._file_config = file_config if file_config is not None else config
         # serve() reads the ban file off the event loop and passes it in.
         self.bans: BanList = bans if bans is not None else open_ban_list(config)
         self._events = EventBus()
@@ -273,8 +280,11 @@ class Proxy:
                 )
             config = await trio.to_thread.run_sync(load_config, current.source)
         source = str(config.source or "-")
+        # A file reload is compared with the file as it was (the command line may have changed the running
+        # values); a configuration built in code, with what runs.
+        before = self._file_config if config.source is not None else current
         for key in ("bind", "workers", "metrics", "so_reuseport"):
-            if getattr(config, key) != getattr(current, key):
+            if getattr(config, key) != getattr(before, key):
                 log.warning(
                     f"{key} changes take effect at the next start", key=key, kept=getattr(current, key)
                 )
@@ -290,12 +300,20 @@ class Proxy:
         except BanFileError as exc:
             raise exc.config_error(config.source or source) from None
         self.bans = bans
+        if config.source is not None:
+            self._file_config = config
         self._generation = _Generation(config, self.metrics)
         for listener in self._listeners:  # new keepalive settings for the connections accepted from now on
             tune_socket(listener.socket, config.keepalive)
         log.info("configuration reloaded", servers=len(config.servers))
 
-    async def follow_signals(self, signals: AsyncIterator[int], cancel_scope: trio.CancelScope) -> None:
+    async def follow_signals(
+        self,
+        signals: AsyncIterator[int],
+        cancel_scope: trio.CancelScope,
+        *,
+        on_stopping: Callable[[], object] | None = None,
+    ) -> None:
         """Act on process signals until the proxy has stopped: SIGHUP reloads (a rejection is one log
         line); the first SIGINT/SIGTERM drains for ``shutdown_grace`` then cancels ``cancel_scope``; a
         second one cancels it at once."""
@@ -317,6 +335,8 @@ class Proxy:
                     cancel_scope.cancel()
                     return
                 grace = self._generation.config.shutdown_grace
+                if on_stopping is not None:
+                    on_stopping()
                 log.info("shutting down", signal=name, grace=format_duration(grace))
                 nursery.start_soon(self._drain_then_cancel, grace, cancel_scope)
 

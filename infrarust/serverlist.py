@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import logging
 
+import attrs
 import trio
 
+from infrarust._answersource import SOURCE_REQUEST_BODY, AnswerSource, mark_source
 from infrarust._logfmt import quote
 from infrarust.backend import backend_handshake, close, connect_backend
 from infrarust.config._models import ProxyConfig, ServerConfig
@@ -58,6 +60,14 @@ LEGACY_V1_6_PROTOCOL = 78
 LEGACY_BACKEND_PROTOCOL = 765
 
 
+@attrs.frozen
+class StatusAnswer:
+    """A status for one client: its JSON text and where it came from (see :mod:`infrarust._answersource`)."""
+
+    json: str
+    source: AnswerSource
+
+
 class ServerList:
     """Server-list answers for one configuration, with its status cache.
 
@@ -82,7 +92,8 @@ class ServerList:
 
         ``rest`` holds what the client sent after its handshake (often the request and even the ping);
         ``server`` None means the domain is unknown and the default MOTD answers; ``proxy_header`` goes to
-        the backend first when the server wants one.
+        the backend first when the server wants one. A request that asks for the answer's source (``ping
+        --expect-backend``) gets it as an extra top-level field.
         """
         reader = PacketReader(max_packet_size=CLIENT_PACKET_LIMIT)
         reader.feed(rest)
@@ -101,8 +112,11 @@ class ServerList:
                 reader.feed(data)
                 continue
             if packet.packet_id == STATUS_ID and not answered:
-                status = await self.status_json(server, handshake, proxy_header)
-                await stream.send_all(encode_status_response(status))
+                status = await self.status_answer(server, handshake, proxy_header)
+                text = status.json
+                if packet.body == SOURCE_REQUEST_BODY:
+                    text = mark_source(text, status.source)
+                await stream.send_all(encode_status_response(text))
                 answered = True
             elif packet.packet_id == PING_ID:
                 await stream.send_all(encode_pong(parse_ping(packet)))
@@ -124,7 +138,8 @@ class ServerList:
         if protocol is None:
             protocol = LEGACY_V1_6_PROTOCOL if ping.kind is LegacyPingKind.V1_6 else LEGACY_V1_4_PROTOCOL
         handshake = Handshake(LEGACY_BACKEND_PROTOCOL, ping.host or "", ping.port or 25565, NextState.STATUS)
-        view = legacy_view(await self.status_json(server, handshake, proxy_header, echo_protocol=protocol))
+        status = await self.status_answer(server, handshake, proxy_header, echo_protocol=protocol)
+        view = legacy_view(status.json)
         answer = encode_legacy_kick(
             ping.kind,
             motd=view.motd,
@@ -135,24 +150,23 @@ class ServerList:
         )
         await stream.send_all(answer)
 
-    async def status_json(
+    async def status_answer(
         self,
         server: ServerConfig | None,
         handshake: Handshake,
         proxy_header: bytes = b"",
         *,
         echo_protocol: int | None = None,
-    ) -> str:
-        """The status JSON for a client: the backend's (cached, ``[motd.online]`` laid over), else a MOTD.
+    ) -> StatusAnswer:
+        """The status for a client: the backend's (cached, ``[motd.online]`` laid over), else a MOTD.
 
         MOTDs made by the proxy carry ``echo_protocol`` (default: the handshake's), the client's own number.
         """
         echo = handshake.protocol_version if echo_protocol is None else echo_protocol
         if server is None:
             self.metrics.status_answer("", "motd_default")
-            return proxy_status_json(
-                pick_motd(self.config.default_motd, DEFAULT_MOTD_STATES), BUILTIN_UNKNOWN_TEXT, echo
-            )
+            motd = pick_motd(self.config.default_motd, DEFAULT_MOTD_STATES)
+            return StatusAnswer(proxy_status_json(motd, BUILTIN_UNKNOWN_TEXT, echo), "unknown_domain")
 
         fetched = False  # this answer came from its own backend exchange, not the cache or a shared one
 
@@ -164,15 +178,14 @@ class ServerList:
             )
 
         try:
-            answer = await self.cache.get((server.name, handshake.protocol_version), fetch)
+            answer, stored = await self.cache.lookup((server.name, handshake.protocol_version), fetch)
         except StatusUnavailable as exc:
             logger.info("status unavailable server=%s error=%s", server.name, quote(str(exc)))
             self.metrics.status_answer(server.name, "motd_unreachable")
-            return proxy_status_json(
-                pick_motd(server.motd, UNREACHABLE_STATES), BUILTIN_UNREACHABLE_TEXT, echo
-            )
+            motd = pick_motd(server.motd, UNREACHABLE_STATES)
+            return StatusAnswer(proxy_status_json(motd, BUILTIN_UNREACHABLE_TEXT, echo), "unreachable")
         self.metrics.status_answer(server.name, "backend" if fetched else "cache")
-        return answer
+        return StatusAnswer(answer, "cache" if stored else "backend")
 
     async def _fetch(self, server: ServerConfig, handshake: Handshake, proxy_header: bytes) -> str:
         """One status exchange with the backend, with the client's (possibly rewritten) handshake."""

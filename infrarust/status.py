@@ -62,17 +62,22 @@ class StatusCache:
 
     async def get(self, key: Hashable, fetch: Callable[[], Awaitable[str]]) -> str:
         """The cached answer for ``key``, or the result of ``fetch()``; raises :class:`StatusUnavailable`."""
+        return (await self.lookup(key, fetch))[0]
+
+    async def lookup(self, key: Hashable, fetch: Callable[[], Awaitable[str]]) -> tuple[str, bool]:
+        """Like :meth:`get`, and whether the answer was a stored one (True) rather than from an exchange
+        made now, by this caller or by a concurrent one it waited for (False)."""
         hit = self._fresh.get(key)
         if hit is not None:
             if hit[0] > trio.current_time():
-                return hit[1]
+                return hit[1], True
             del self._fresh[key]
         flight = self._flights.get(key)
         if flight is not None:
             await flight.done.wait()
             if flight.value is None:
                 raise StatusUnavailable(flight.error)
-            return flight.value
+            return flight.value, False
         flight = self._flights[key] = _Flight()
         try:
             flight.value = await fetch()
@@ -83,7 +88,7 @@ class StatusCache:
             del self._flights[key]
             flight.done.set()
         self._store(key, flight.value)
-        return flight.value
+        return flight.value, False
 
     def _store(self, key: Hashable, value: str) -> None:
         if self.ttl <= 0 or self.max_entries <= 0:

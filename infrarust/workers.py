@@ -2,9 +2,9 @@
 
 The supervisor reserves the port (so ``:0`` means one free port for all), starts each worker as
 ``python -m infrarust run`` with hidden worker options, waits until every worker listens, then logs the one
-``listening on`` line. A worker that dies is started again (at most once per ``RESTART_DELAY``); SIGTERM /
-SIGINT / SIGHUP are passed on to every worker. Each worker is its own trio run and loads the same file, so
-a SIGHUP reload reaches them all.
+``listening on`` line and announces readiness (ready file, ``sd_notify``). A worker that dies is started
+again (at most once per ``RESTART_DELAY``); SIGTERM / SIGINT / SIGHUP are passed on to every worker. Each
+worker is its own trio run and loads the same file, so a SIGHUP reload reaches them all.
 """
 
 from __future__ import annotations
@@ -14,10 +14,12 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Awaitable, Callable, Sequence
 
 import attrs
 import trio
 
+from infrarust._readiness import NOTIFY_SOCKET
 from infrarust.config._models import Address, ProxyConfig
 from infrarust.metrics import serve_worker_metrics
 
@@ -80,8 +82,24 @@ def notify_ready(fd: int) -> None:
         os.close(fd)
 
 
-async def supervise(config: ProxyConfig, config_path: str | None, log_level: str) -> None:
-    """Run ``config.workers`` worker processes until SIGINT/SIGTERM; pass SIGHUP on as a reload."""
+async def _nothing(address: str) -> None:
+    pass
+
+
+async def supervise(
+    config: ProxyConfig,
+    config_path: str | None,
+    log_level: str,
+    *,
+    worker_args: Sequence[str] = (),
+    on_ready: Callable[[str], Awaitable[None]] = _nothing,
+    on_stopping: Callable[[], None] = lambda: None,
+) -> None:
+    """Run ``config.workers`` worker processes until SIGINT/SIGTERM; pass SIGHUP on as a reload.
+
+    ``worker_args`` are added to each worker's command line. ``on_ready(address)`` runs once every worker
+    listens (after the ``listening on`` line); ``on_stopping()`` when a signal starts the shutdown.
+    """
     reserved, address = reserve_port(config.bind)
     workers = [_Worker(index) for index in range(1, config.workers + 1)]
     try:
@@ -91,8 +109,11 @@ async def supervise(config: ProxyConfig, config_path: str | None, log_level: str
                     await nursery.start(serve_worker_metrics, config.metrics.bind)
                 with trio.fail_after(START_TIMEOUT):
                     for worker in workers:
-                        await nursery.start(_keep_running, worker, address, config_path, log_level)
+                        await nursery.start(
+                            _keep_running, worker, address, config_path, log_level, worker_args
+                        )
                 logger.info("listening on %s workers=%d", address, len(workers))
+                await on_ready(str(address))
                 async for signum in signals:
                     if signum == signal.SIGHUP:
                         _signal_all(workers, signal.SIGHUP)
@@ -100,6 +121,7 @@ async def supervise(config: ProxyConfig, config_path: str | None, log_level: str
                     logger.info(
                         "shutting down signal=%s workers=%d", signal.Signals(signum).name, len(workers)
                     )
+                    on_stopping()
                     break
                 for worker in workers:
                     worker.stopping = True
@@ -130,6 +152,7 @@ async def _keep_running(
     address: Address,
     config_path: str | None,
     log_level: str,
+    worker_args: Sequence[str],
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -138,7 +161,7 @@ async def _keep_running(
     while True:
         began = trio.current_time()
         try:
-            process = await _start(worker, address, config_path, log_level)
+            process = await _start(worker, address, config_path, log_level, worker_args)
         except _NotReady as exc:
             if worker.stopping:
                 return
@@ -167,15 +190,19 @@ class WorkerStartError(Exception):
     """A worker exited before it listened at the first start (its own error line says why)."""
 
 
-async def _start(worker: _Worker, address: Address, config_path: str | None, log_level: str) -> trio.Process:
+async def _start(
+    worker: _Worker, address: Address, config_path: str | None, log_level: str, worker_args: Sequence[str]
+) -> trio.Process:
     """Start one worker process and wait until it says it listens."""
     read_fd, write_fd = os.pipe()
     command = [sys.executable, "-m", "infrarust", "run", "--bind", str(address), "--log-level", log_level]
     if config_path is not None:
         command += ["-c", config_path]
-    command += ["--worker-id", str(worker.index), "--ready-fd", str(write_fd)]
+    command += [*worker_args, "--worker-id", str(worker.index), "--ready-fd", str(write_fd)]
+    # Readiness is the supervisor's to announce: systemd takes it from the main process only anyway.
+    env = {name: value for name, value in os.environ.items() if name != NOTIFY_SOCKET}
     try:
-        worker.process = await trio.lowlevel.open_process(command, pass_fds=(write_fd,))
+        worker.process = await trio.lowlevel.open_process(command, pass_fds=(write_fd,), env=env)
     finally:
         os.close(write_fd)
     async with trio.lowlevel.FdStream(read_fd) as ready:

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
+from importlib import metadata
 from pathlib import Path
 
+import pytest
 import trio
-from helpers import Backend, handshake, login_start, read_exactly
+from _cli_helpers import cli_process, run_to_end
+from _status_helpers import free_port
+from helpers import Backend, handshake, login_start, read_exactly, read_until_eof
+
+import infrarust
+from infrarust.__main__ import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
+FREE = ("--bind", "127.0.0.1:0")
 
 
 def write_config(folder: Path, backend_port: int, mode: str = "passthrough") -> Path:
@@ -91,3 +102,133 @@ async def test_run_listens_relays_and_stops_on_sigterm_with_shutdown(
     line = next(line for line in text.splitlines() if "session ended" in line)
     assert "server=main player=Herobrine mode=passthrough" in line
     assert f"c2b={len(first)} b2c={len(first)} reason=Shutdown" in line
+
+
+# --- version, help -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flag", ["--version", "-V"])
+def test_version_is_the_package_metadata(flag: str) -> None:
+    result = run_cli(flag)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"infrarust {metadata.version('infrarust')}\n"
+    assert infrarust.__version__ == metadata.version("infrarust")
+
+
+def walk(parser: argparse.ArgumentParser) -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    """Every parser under ``parser`` (subcommands, sub-subcommands), with its full name."""
+    yield parser.prog, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                yield from walk(child)
+
+
+# infrarust/_bancli.py (not this test's module) still owes these a help text; remove them once it has one.
+BAN_TARGETS_WITHOUT_HELP = {"infrarust ban player target", "infrarust unban player target"}
+
+
+def test_every_option_has_help_and_every_command_examples() -> None:
+    parser = build_parser("infrarust")
+    missing = {
+        f"{prog} {' '.join(action.option_strings) or action.dest}"
+        for prog, sub in walk(parser)
+        for action in sub._actions
+        if not action.help and not isinstance(action, argparse._SubParsersAction)
+    }
+    assert missing <= BAN_TARGETS_WITHOUT_HELP
+    for name in ("infrarust", "infrarust run", "infrarust check", "infrarust ping"):
+        sub = dict(walk(parser))[name]
+        assert sub.epilog is not None and "examples:" in sub.epilog, name
+        assert "examples:" in sub.format_help()  # shown as written, not re-wrapped away
+
+
+def test_help_prints_the_examples() -> None:
+    result = run_cli("--help")
+    assert result.returncode == 0
+    assert "examples:" in result.stdout and "--expect-backend" in result.stdout
+    assert "--ready-file" in run_cli("run", "--help").stdout
+
+
+# --- start-up messages ----------------------------------------------------------------------------------
+
+
+async def test_run_without_any_configuration_file_says_so_first(tmp_path: Path) -> None:
+    async with cli_process("run", "--bind", "127.0.0.1:0", cwd=tmp_path) as cli:
+        await cli.listening_port()
+        assert await cli.stop() == 0
+    warning, listening = cli.text.index("no configuration file"), cli.text.index("listening on")
+    assert warning < listening
+    line = next(line for line in cli.text.splitlines() if "no configuration file" in line)
+    assert "WARNING" in line and "infrarust.toml not found" in line
+    assert "built-in defaults with 0 servers" in line and "address is unknown" in line
+
+
+async def test_a_configuration_file_gives_no_such_warning(tmp_path: Path) -> None:
+    path = write_config(tmp_path, 1)
+    async with cli_process("run", "-c", str(path), "--bind", "127.0.0.1:0") as cli:
+        await cli.listening_port()
+        assert await cli.stop() == 0
+    assert "no configuration file" not in cli.text
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A loopback port something else listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+async def test_bind_error_names_the_bind_option_when_it_set_the_address(
+    tmp_path: Path, taken_port: int
+) -> None:
+    code, err = await run_to_end("run", "--bind", f"127.0.0.1:{taken_port}", cwd=tmp_path)
+    assert code == 1
+    assert f"--bind: cannot listen on 127.0.0.1:{taken_port}: Address already in use" in err
+    assert "infrarust.toml: bind" not in err  # no file said it
+    assert "Traceback" not in err
+
+
+async def test_bind_error_names_file_and_key_when_the_file_set_the_address(
+    tmp_path: Path, taken_port: int
+) -> None:
+    path = write_config(tmp_path, 1)
+    path.write_text(f'bind = "127.0.0.1:{taken_port}"\n')
+    code, err = await run_to_end("run", "-c", str(path))
+    assert code == 1
+    assert f"{path}: bind: cannot listen on 127.0.0.1:{taken_port}: Address already in use" in err
+
+
+async def test_bad_bind_option_is_one_line(tmp_path: Path) -> None:
+    code, err = await run_to_end("run", "--bind", "127.0.0.1:notaport", cwd=tmp_path)
+    assert code == 1
+    assert err.strip().splitlines()[-1].startswith("--bind: invalid address")
+
+
+# --- --metrics-bind ---------------------------------------------------------------------------------
+
+
+async def http_get(port: int, path: str) -> bytes:
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        return await read_until_eof(stream)
+
+
+async def test_metrics_bind_option_turns_the_endpoint_on(tmp_path: Path) -> None:
+    path = write_config(tmp_path, 1)  # a file without [metrics]
+    port = free_port()
+    async with cli_process("run", "-c", str(path), *FREE, "--metrics-bind", f"127.0.0.1:{port}") as cli:
+        await cli.listening_port()
+        answer = await http_get(port, "/metrics")
+        assert await cli.stop() == 0
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer[:200]
+    assert b"\ninfrarust_" in answer
+
+
+async def test_metrics_bind_error_names_the_option(tmp_path: Path, taken_port: int) -> None:
+    code, err = await run_to_end("run", *FREE, "--metrics-bind", f"127.0.0.1:{taken_port}", cwd=tmp_path)
+    assert code == 1
+    assert f"--metrics-bind: cannot listen on 127.0.0.1:{taken_port}: Address already in use" in err

@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import trio
 from _status_helpers import free_port, start_fake_status_server, start_silent_server, status_json
 from helpers import proxy_config, server, start_proxy
 
-from infrarust.config._models import Address, Motd
+from infrarust.config._models import Address, Motd, UnknownDomainBehavior
 from infrarust.protocol import Handshake, NextState
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -170,3 +171,91 @@ async def test_ping_the_proxy_process_started_from_files(tmp_path: Path, nursery
             os.kill(process.pid, signal.SIGKILL)
             await process.wait()
     assert "Traceback" not in log.decode()
+
+
+# --- --expect-backend ---------------------------------------------------------------------------------
+
+
+def source_line(done: subprocess.CompletedProcess[bytes], code: int) -> dict[str, Any]:
+    """The JSON line of an ``--expect-backend`` ping that exited ``code``."""
+    out, err = done.stdout.decode(), done.stderr.decode()
+    assert done.returncode == code, f"exit {done.returncode}\nstdout: {out}\nstderr: {err}"
+    assert "Traceback" not in err
+    (line,) = out.splitlines()
+    answer: dict[str, Any] = json.loads(line)
+    assert set(answer) == {"status", "rtt_ms", "source"}, answer
+    assert "infrarust" not in answer["status"]  # the proxy's mark is moved out of the status
+    return answer
+
+
+async def test_expect_backend_up_fresh_then_cached(nursery: trio.Nursery) -> None:
+    fake = await start_fake_status_server(nursery)
+    config = proxy_config(server("lobby", ["lobby.test"], [fake.address]))
+    proxy = await start_proxy(nursery, config)
+    address = f"127.0.0.1:{proxy.port}"
+    first = source_line(await run_ping(address, "--host", "lobby.test", "--expect-backend"), 0)
+    assert first["source"] == "backend"
+    assert first["status"] == json.loads(fake.status_json)
+    cached = source_line(await run_ping(address, "--host", "lobby.test", "--expect-backend"), 0)
+    assert cached["source"] == "cache"
+    assert fake.connections == 1
+    # The backend never sees the proxy-only request: it got a plain, empty status request.
+    assert bytes(fake.received[0]).endswith(b"\x01\x00")
+
+
+async def test_expect_backend_down_exits_1(nursery: trio.Nursery) -> None:
+    down = Address("127.0.0.1", free_port())
+    config = proxy_config(
+        server("down", ["down.test"], [down], motd={"unreachable": Motd(text="Down for now")})
+    )
+    proxy = await start_proxy(nursery, config)
+    address = f"127.0.0.1:{proxy.port}"
+    done = await run_ping(address, "--host", "down.test", "--expect-backend")
+    answer = source_line(done, 1)
+    assert answer["source"] == "unreachable"
+    assert answer["status"]["description"] == {"text": "Down for now"}
+    assert "answered by infrarust itself (source=unreachable)" in done.stderr.decode()
+    # Without the flag the same answer is a success, as before.
+    assert one_json_line(await run_ping(address, "--host", "down.test"))["status"] == answer["status"]
+
+
+async def test_expect_backend_unknown_domain_exits_1(nursery: trio.Nursery) -> None:
+    proxy = await start_proxy(nursery, proxy_config())
+    done = await run_ping(f"127.0.0.1:{proxy.port}", "--host", "typo.test", "--expect-backend")
+    assert source_line(done, 1)["source"] == "unknown_domain"
+    assert "source=unknown_domain" in done.stderr.decode()
+
+
+async def test_expect_backend_unknown_domain_dropped_exits_1(nursery: trio.Nursery) -> None:
+    config = proxy_config(unknown_domain_behavior=UnknownDomainBehavior.DROP)
+    proxy = await start_proxy(nursery, config)
+    assert_failed(await run_ping(f"127.0.0.1:{proxy.port}", "--host", "typo.test", "--expect-backend"))
+
+
+async def test_expect_backend_against_a_server_that_is_not_infrarust(nursery: trio.Nursery) -> None:
+    """An answer without the proxy's mark came from a server itself: that is the backend."""
+    fake = await start_fake_status_server(nursery)
+    answer = source_line(await run_ping(f"127.0.0.1:{fake.port}", "--expect-backend"), 0)
+    assert answer["source"] == "backend"
+    assert answer["status"] == json.loads(fake.status_json)
+
+
+async def test_expect_backend_refuses_the_legacy_ping() -> None:
+    done = await run_ping("127.0.0.1:1", "--legacy", "--expect-backend")
+    assert done.returncode == 2
+    assert b"--expect-backend needs the modern ping" in done.stderr
+
+
+async def test_ipv6_target_in_brackets(nursery: trio.Nursery) -> None:
+    listeners = await nursery.start(partial(trio.serve_tcp, start_silent_handler, 0, host="::1"))
+    port = listeners[0].socket.getsockname()[1]
+    err = assert_failed(await run_ping(f"[::1]:{port}", "--timeout", "0.5"))
+    assert f"[::1]:{port}" in err and "no answer within 0.5s" in err
+    assert "put IPv6 addresses in brackets" in assert_failed(await run_ping("::1:25565"))
+
+
+async def start_silent_handler(stream: trio.SocketStream) -> None:
+    try:
+        await trio.sleep_forever()
+    finally:
+        await trio.aclose_forcefully(stream)

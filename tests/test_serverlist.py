@@ -33,6 +33,7 @@ from _status_helpers import (
 from helpers import proxy_config, read_exactly, read_until_eof, server, start_proxy, start_recording_backend
 
 import infrarust
+from infrarust._answersource import encode_source_request, mark_source
 from infrarust.admission import UNKNOWN_DOMAIN_MESSAGE
 from infrarust.config import load_config
 from infrarust.config._models import (
@@ -57,6 +58,7 @@ from infrarust.protocol import (
     parse_ping,
     parse_status_response,
 )
+from infrarust.status import BUILTIN_UNREACHABLE_TEXT
 
 PNG = png_bytes()
 DATA_URI = "data:image/png;base64," + base64.b64encode(PNG).decode()
@@ -681,3 +683,76 @@ async def test_a_second_status_request_closes_the_connection(nursery: trio.Nurse
     packet = reader.next_packet()
     assert packet is not None and "Unknown server" in parse_status_response(packet)
     assert reader.next_packet() is None and reader.take_leftover() == b""
+
+
+# --- the answer's source, for clients that ask (ping --expect-backend) -----------------------------------
+
+
+async def ask_with_request(port: int, host: str, request: bytes) -> str:
+    """A status ping whose status request is ``request``; the status text, after checking the pong."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(Handshake(765, host, port, NextState.STATUS).encode() + request)
+        reader = PacketReader()
+        text = parse_status_response(await next_packet(stream, reader))
+        await stream.send_all(encode_ping(PING_TOKEN))
+        assert parse_ping(await next_packet(stream, reader)) == PING_TOKEN
+    return text
+
+
+async def ask_source(port: int, host: str) -> str:
+    return await ask_with_request(port, host, encode_source_request())
+
+
+async def test_source_is_told_only_to_clients_that_ask_and_keeps_the_backends_bytes(
+    nursery: trio.Nursery,
+) -> None:
+    mods = [{"modId": f"mod_{i:04d}", "modmarker": "1.0." + str(i)} for i in range(2000)]
+    text = (
+        '{ "description":{"text":"Modded §bServer ✓"}, "players":{"online":3,"max":100},\n'
+        '"version":{"protocol":47,"name":"Forge 1.8.9"},'
+        f'"modinfo":{{"type":"FML","modList":{json.dumps(mods)}}} }}'
+    )
+    fake = await start_fake_status_server(nursery, text)
+    proxy = await start_proxy(nursery, proxy_config(server("modded", ["modded.test"], [fake.address])))
+    assert await ask_source(proxy.port, "modded.test") == '{"infrarust":{"source":"backend"},' + text[1:]
+    assert (await ask_status(proxy.port, "modded.test")).text == text  # vanilla clients: exactly as sent
+    assert await ask_source(proxy.port, "modded.test") == mark_source(text, "cache")
+    # Any other request body is a plain request (vanilla clients send none).
+    other = encode_packet(0x00, b"\x03abc")
+    assert await ask_with_request(proxy.port, "modded.test", other) == text
+    # What the backend got was always a plain request of the proxy's own.
+    assert all(bytes(received).endswith(encode_status_request()) for received in fake.received)
+
+
+async def test_source_of_shared_cached_unreachable_and_unknown_answers(nursery: trio.Nursery) -> None:
+    release = trio.Event()
+    fake = await start_fake_status_server(nursery, release=release)
+    down = Address("127.0.0.1", free_port())
+    config = proxy_config(
+        server("lobby", ["lobby.test"], [fake.address]),
+        server("down", ["down.test"], [down]),
+        status_cache=StatusCache(60.0, 100),
+    )
+    proxy = await start_proxy(nursery, config)
+    sources: list[str] = []
+
+    async def ask() -> None:
+        sources.append(json.loads(await ask_source(proxy.port, "lobby.test"))["infrarust"]["source"])
+
+    async with trio.open_nursery() as asking:
+        for _ in range(3):
+            asking.start_soon(ask)
+        with trio.fail_after(WAIT):
+            while fake.connections == 0:
+                await trio.sleep(0.005)
+        await trio.sleep(0.2)  # every ping is now waiting on the one exchange
+        release.set()
+    assert fake.connections == 1
+    assert sources == ["backend"] * 3  # an exchange made for them, not a stored answer
+    assert json.loads(await ask_source(proxy.port, "lobby.test"))["infrarust"] == {"source": "cache"}
+    unreachable = json.loads(await ask_source(proxy.port, "down.test"))
+    assert unreachable["infrarust"] == {"source": "unreachable"}
+    assert unreachable["description"] == {"text": BUILTIN_UNREACHABLE_TEXT}
+    unknown = json.loads(await ask_source(proxy.port, "typo.test"))
+    assert unknown["infrarust"] == {"source": "unknown_domain"}

@@ -13,6 +13,7 @@ import pytest
 import trio
 import trio.testing
 
+from infrarust._answersource import ANSWER_SOURCES, AnswerSource, mark_source, take_source
 from infrarust.config._models import Motd
 from infrarust.status import (
     BUILTIN_UNKNOWN_TEXT,
@@ -338,3 +339,74 @@ def status_text(description: Any) -> str:
     backend = json.loads(BACKEND)
     backend["description"] = description
     return json.dumps(backend)
+
+
+async def test_lookup_says_whether_the_answer_was_stored(autojump_clock: trio.testing.MockClock) -> None:
+    cache = StatusCache(ttl=5.0, max_entries=10)
+    fetch = CountingFetch()
+    results: list[tuple[str, bool]] = []
+
+    async def ask() -> None:
+        results.append(await cache.lookup("key", fetch))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ask)
+        nursery.start_soon(ask)  # shares the first one's exchange: fresh from the backend, not stored
+    assert results == [("status-1", False), ("status-1", False)]
+    assert await cache.lookup("key", fetch) == ("status-1", True)
+    await trio.sleep(6.0)
+    assert await cache.lookup("key", fetch) == ("status-2", False)
+
+
+# --- the answer-source mark -----------------------------------------------------------------------------
+
+MARK = '"infrarust":{"source":"cache"}'
+
+
+@pytest.mark.parametrize(
+    ("text", "marked"),
+    [
+        ('{"a":1}', "{" + MARK + ',"a":1}'),
+        ('  {\n "a" : 1 }\n', "  {" + MARK + ',\n "a" : 1 }\n'),
+        ("{}", "{" + MARK + "}"),
+        ("{ \n}", "{" + MARK + " \n}"),
+    ],
+)
+def test_mark_keeps_every_other_byte(text: str, marked: str) -> None:
+    assert mark_source(text, "cache") == marked
+    assert json.loads(marked) == {"infrarust": {"source": "cache"}, **json.loads(text)}
+
+
+def test_mark_replaces_a_mark_already_there() -> None:
+    inner = mark_source('{"description":"behind another infrarust"}', "unreachable")
+    outer = json.loads(mark_source(inner, "backend"))
+    assert outer == {"infrarust": {"source": "backend"}, "description": "behind another infrarust"}
+    assert mark_source(inner, "backend").count('"infrarust"') == 1
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", '"text"', "", "not json", '{"infrarust": broken'])
+def test_mark_leaves_what_is_not_a_json_object(text: str) -> None:
+    assert mark_source(text, "backend") == text
+
+
+def test_proxy_motd_is_marked_once_despite_its_version_name() -> None:
+    text = proxy_status_json(None, BUILTIN_UNKNOWN_TEXT, 765)  # its version name is "infrarust"
+    status = json.loads(mark_source(text, "unknown_domain"))
+    assert status["infrarust"] == {"source": "unknown_domain"}
+    assert status["version"]["name"] == PROXY_VERSION_NAME
+
+
+@pytest.mark.parametrize("source", ANSWER_SOURCES)
+def test_take_source_reads_and_removes_the_mark(source: AnswerSource) -> None:
+    status = json.loads(mark_source('{"description":"x"}', source))
+    assert take_source(status) == source
+    assert status == {"description": "x"}
+
+
+@pytest.mark.parametrize("mark", [None, "backend", {"source": "elsewhere"}, {"origin": "cache"}])
+def test_take_source_without_a_known_mark_is_none(mark: object) -> None:
+    status: dict[str, object] = {"description": "x"}
+    if mark is not None:
+        status["infrarust"] = mark
+    assert take_source(status) is None
+    assert status == {"description": "x"}
