@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import uuid
+import zlib
 from pathlib import Path
 
 import pytest
@@ -22,9 +23,19 @@ from e2e.harness import E2E_DIR, REPO_ROOT, MinecraftServer, node_executable
 import infrarust
 import infrarust.testing as kit
 from infrarust.config import Ban, Metrics, ProxyMode
-from infrarust.protocol import Handshake, NextState, encode_packet
+from infrarust.protocol import (
+    Handshake,
+    NextState,
+    Packet,
+    PacketReader,
+    ProtocolError,
+    encode_packet,
+    encode_string,
+    encode_varint,
+)
 from infrarust.status import BUILTIN_UNREACHABLE_TEXT
 from infrarust.testing import BackendFactory, ProxyFactory
+from infrarust.testing._wire import LoginReader, compress_frame
 
 pytest_plugins = ["pytester"]
 
@@ -139,16 +150,19 @@ async def test_minecraft_protocol_client_reads_the_fake_login_success(
     assert lobby.connections[0].login is not None and lobby.connections[0].login.name == "kit_player"
 
 
-@pytest.mark.parametrize("version", ["1.8.9", "1.21.4"])
+@pytest.mark.parametrize("version", ["1.8.9", "1.19", "1.19.2", "1.20.1", "1.21.4"])
 async def test_helpers_against_a_minecraft_protocol_server(
     infrarust_proxy: ProxyFactory, version: str
 ) -> None:
-    """status() and login() through the proxy to a real server, which turns compression on at login."""
+    """status() and login() through the proxy to a real server, which turns compression on at login.
+
+    One release per Login Start layout the kit sends: a wrong one is refused or misread by the server.
+    """
     server = MinecraftServer(node_executable(), version)
     try:
         await trio.to_thread.run_sync(server.wait_listening, 30.0)
         proxy = await infrarust_proxy(servers=[kit.server(server.port, "real.example.com")])
-        protocol = {"1.8.9": 47, "1.21.4": 769}[version]
+        protocol = LAYOUT_RELEASES[version]
 
         answer = await kit.status("127.0.0.1", proxy.port, domain="real.example.com", protocol=protocol)
         assert answer.description == "infrarust e2e"
@@ -257,6 +271,44 @@ async def test_backend_login_disconnect_reaches_the_player(
     assert backend.connections[0].answers == ["login_disconnect"]
 
 
+async def test_fake_backend_records_the_proxy_header(
+    infrarust_proxy: ProxyFactory, fake_backend: BackendFactory
+) -> None:
+    backend = await fake_backend()
+    proxy = await infrarust_proxy(servers=[kit.server(backend, DOMAIN, send_proxy_protocol=True)])
+
+    client = await trio.open_tcp_stream("127.0.0.1", proxy.port)
+    async with client:
+        client_port = client.socket.getsockname()[1]
+        hello = Handshake(769, DOMAIN, proxy.port, NextState.LOGIN).encode()
+        login_start = encode_packet(0x00, b"\x05Steve" + kit.offline_uuid("Steve").bytes)
+        await client.send_all(hello + login_start)
+        reader = PacketReader()
+        with trio.fail_after(5):
+            while (packet := reader.next_packet()) is None:
+                reader.feed(await client.receive_some())
+        assert packet.packet_id == 0x02  # Login Success, relayed
+    [conn] = backend.connections
+    assert conn.proxy_header is not None
+    assert conn.proxy_header.source == ("127.0.0.1", client_port)
+    assert conn.proxy_header.destination == ("127.0.0.1", proxy.port)
+    assert conn.handshake is not None and conn.handshake.host == DOMAIN
+    assert conn.login is not None and conn.login.name == "Steve"
+    assert bytes(conn.received).endswith(hello + login_start)
+    assert conn.answers == ["login_success"]
+
+
+async def test_fake_backend_and_helpers_on_ipv6_loopback(
+    infrarust_proxy: ProxyFactory, fake_backend: BackendFactory
+) -> None:
+    backend = await fake_backend(host="::1")
+    assert backend.address == infrarust.Address("::1", backend.port)
+    proxy = await infrarust_proxy(servers=[kit.server(backend, DOMAIN)], bind=infrarust.Address("::1", 0))
+    answer = await kit.login("::1", proxy.port, domain=DOMAIN, name="Steve")
+    assert answer.name == "Steve"
+    assert backend.connections[0].peer[0] == "::1"
+
+
 async def test_fake_backend_refuses_protocols_outside_its_range(fake_backend: BackendFactory) -> None:
     backend = await fake_backend()
     stream = await trio.open_tcp_stream("127.0.0.1", backend.port)
@@ -328,6 +380,41 @@ async def test_settings_replace_proxy_config_fields(
         kit.server(backend)
 
 
+def test_login_reader_follows_compression() -> None:
+    """Before Set Compression plain frames; after it, frames sent as is (size 0) or zlib-compressed."""
+    reader = LoginReader()
+    disconnect = encode_packet(0x00, encode_string(json.dumps({"text": "x" * 600})))
+    inner = encode_varint(0x00) + encode_string(json.dumps({"text": "x" * 600}))
+    compressed = encode_packet(len(inner), zlib.compress(inner))  # the "id" slot holds the data length
+    stream = encode_packet(0x03, encode_varint(256)) + compress_frame(encode_packet(0x02, b"ok")) + compressed
+    packets = []
+    for byte in stream:  # any chunking gives the same packets
+        reader.feed(bytes([byte]))
+        while (packet := reader.next_packet()) is not None:
+            packets.append(packet)
+            if packet.packet_id == 0x03:
+                reader.set_compression(256)
+    assert [p.packet_id for p in packets] == [0x03, 0x02, 0x00]
+    assert packets[1].body == b"ok"
+    assert packets[2] == Packet(0x00, decode_packet_body(disconnect))
+
+    lying = encode_packet(len(inner) + 1, zlib.compress(inner))
+    for bad in (lying, encode_packet(10, b"not zlib")):
+        reader = LoginReader()
+        reader.set_compression(0)
+        reader.feed(bad)
+        with pytest.raises(ProtocolError):
+            reader.next_packet()
+
+
+def decode_packet_body(frame: bytes) -> bytes:
+    reader = PacketReader()
+    reader.feed(frame)
+    packet = reader.next_packet()
+    assert packet is not None
+    return packet.body
+
+
 def test_server_targets() -> None:
     address = infrarust.Address("10.0.0.2", 25566)
     assert kit.server(address, "a.example.com").addresses == (address,)
@@ -382,6 +469,11 @@ def test_plugin_leaves_runs_without_pytest_trio_alone(pytester: pytest.Pytester)
     # The plain test passes; only the one asking for the fixtures fails, and says what is missing.
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.fnmatch_lines(["*fixture 'nursery' not found*"])
+
+    # The plugin's name is "infrarust", for -p no:infrarust.
+    result = pytester.runpytest("-p", "no:infrarust", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*fixture 'infrarust_proxy' not found*"])
 
 
 # --- the README's example, in a fresh virtual environment ------------------------------------------------

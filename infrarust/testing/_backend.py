@@ -18,6 +18,7 @@ from infrarust.protocol import (
     Packet,
     PacketReader,
     ProtocolError,
+    ProxyHeader,
     build_status_json,
     encode_login_disconnect,
     encode_pong,
@@ -25,6 +26,7 @@ from infrarust.protocol import (
     parse_handshake,
     parse_login_start,
     parse_ping,
+    parse_proxy_header,
 )
 
 from ._waiting import Changes
@@ -51,15 +53,17 @@ StatusAnswer = str | Mapping[str, Any] | None
 class BackendConnection:
     """One TCP connection a :class:`FakeBackend` accepted and everything it received on it, in order.
 
-    ``handshake`` and ``login`` are filled in as they are decoded (``login`` stays None when the Login
-    Start has a layout the protocol package cannot read); ``answers`` lists what the backend sent
-    (``"status"``, ``"pong"``, ``"login_success"``, ``"login_disconnect"``); ``error`` says why it stopped
-    reading packets if the client sent something it could not decode; ``ended`` becomes True once the
-    connection is closed, by either side.
+    ``proxy_header`` is the PROXY protocol header (v1 or v2) the connection started with, if any (a
+    server with ``send_proxy_protocol``). ``handshake`` and ``login`` are filled in as they are decoded
+    (``login`` stays None when the Login Start has a layout the protocol package cannot read).
+    ``answers`` lists what the backend sent (``"status"``, ``"pong"``, ``"login_success"``,
+    ``"login_disconnect"``); ``error`` says why it stopped reading packets if the client sent something it
+    could not decode; ``ended`` becomes True once the connection is closed, by either side.
     """
 
     peer: tuple[str, int]
     received: bytearray = attrs.field(factory=bytearray)
+    proxy_header: ProxyHeader | None = None
     handshake: Handshake | None = None
     login: LoginStart | None = None
     answers: list[str] = attrs.field(factory=list)
@@ -231,7 +235,7 @@ class _Exchange:
     conn: BackendConnection
     stream: trio.SocketStream
     behavior: Behavior
-    stage: Literal["handshake", "status", "login", "record", "close"] = "handshake"
+    stage: Literal["proxy_header", "handshake", "status", "login", "record", "close"] = "proxy_header"
 
     async def run(self) -> None:
         reader = PacketReader()
@@ -240,8 +244,10 @@ class _Exchange:
             self.conn._changes.notify()
             if self.stage == "record":
                 continue
-            reader.feed(data)
             try:
+                if self.stage == "proxy_header":
+                    data = self._proxy_header()
+                reader.feed(data)
                 while self.stage not in ("record", "close") and (packet := reader.next_packet()) is not None:
                     await self._on_packet(packet)
             except ProtocolError as exc:
@@ -250,6 +256,24 @@ class _Exchange:
                 return
             if self.stage == "close":
                 return
+
+    def _proxy_header(self) -> bytes:
+        """The bytes after a PROXY header at the start of the connection (all of them when there is none).
+
+        A header cannot be mistaken for a handshake: after its first byte (a plausible handshake length)
+        comes ``R`` or ``\\n``, where a handshake has its packet id 0.
+        """
+        received = bytes(self.conn.received)
+        try:
+            parsed = parse_proxy_header(received)
+        except ProtocolError:
+            self.stage = "handshake"
+            return received
+        if parsed is None:
+            return b""  # not complete yet, and kept in ``received``
+        self.conn.proxy_header, consumed = parsed
+        self.stage = "handshake"
+        return received[consumed:]
 
     async def _on_packet(self, packet: Packet) -> None:
         if self.stage == "handshake":
