@@ -111,6 +111,7 @@ class FakeBackend:
         self._behavior: Behavior = behavior
         self._listener: trio.socket.SocketType | None = None
         self._placeholder: socket.socket | None = None
+        self._running = False
         self._changes = Changes()
 
     @property
@@ -131,7 +132,7 @@ class FakeBackend:
     @behavior.setter
     def behavior(self, value: Behavior) -> None:
         _check_behavior(value)
-        if self.port and (value == "refuse") != (self._behavior == "refuse"):
+        if self._running and (value == "refuse") != (self._behavior == "refuse"):
             if value == "refuse":
                 self._stop_listening()
             else:
@@ -148,7 +149,8 @@ class FakeBackend:
     async def run(self, *, task_status: trio.TaskStatus[FakeBackend] = trio.TASK_STATUS_IGNORED) -> NoReturn:
         """Serve until cancelled; ``await nursery.start(backend.run)`` returns it once listening."""
         if self.port:
-            raise RuntimeError("this FakeBackend is already running")
+            raise RuntimeError("a FakeBackend runs once (it keeps its port for its whole life)")
+        self._running = True
         try:
             if self._behavior == "refuse":
                 self._placeholder = _bind(self.host, 0)
@@ -160,10 +162,13 @@ class FakeBackend:
                 task_status.started(self)
                 await self._accept_forever(nursery)
         finally:
+            self._running = False
             if self._listener is not None:
                 self._listener.close()
+                self._listener = None
             if self._placeholder is not None:
                 self._placeholder.close()
+                self._placeholder = None
 
     async def _accept_forever(self, nursery: trio.Nursery) -> NoReturn:
         while True:
