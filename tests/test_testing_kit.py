@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import shutil
 import socket
@@ -259,6 +260,50 @@ async def test_hanging_backend(infrarust_proxy: ProxyFactory, fake_backend: Back
     assert bytes(login.received).startswith(login.handshake.encode())
     assert len(login.received) > len(login.handshake.encode())  # the Login Start came too
     assert all(conn.answers == [] for conn in conns)
+
+
+async def test_echoing_backend_relays_every_byte_back(
+    infrarust_proxy: ProxyFactory, fake_backend: BackendFactory
+) -> None:
+    backend = await fake_backend(behavior="echo")
+    proxy = await infrarust_proxy(servers=[kit.server(backend, DOMAIN, proxy_mode=ProxyMode.ZERO_COPY)])
+    sent = Handshake(769, DOMAIN, proxy.port, NextState.LOGIN).encode() + random.Random(7).randbytes(300_000)
+
+    client = await trio.open_tcp_stream("127.0.0.1", proxy.port)
+    async with client, trio.open_nursery() as nursery:
+        nursery.start_soon(client.send_all, sent)
+        echoed = bytearray()
+        with trio.fail_after(10):
+            while len(echoed) < len(sent):
+                echoed += await client.receive_some(65536)
+    assert echoed == sent
+    [conn] = backend.connections
+    assert conn.received == sent
+    assert conn.handshake is not None and conn.handshake.host == DOMAIN
+    assert (conn.login, conn.answers, conn.error) == (None, [], None)  # after the handshake: bytes only
+    await conn.wait_ended()  # the client left, so the proxy closed the backend side too
+
+
+async def test_garbage_is_recorded_and_a_hanging_backend_keeps_hanging(fake_backend: BackendFactory) -> None:
+    answering = await fake_backend()
+    hanging = await fake_backend(behavior="hang")
+    garbage = b"\xff" * 6 + b"more"
+    for backend in (answering, hanging):
+        client = await trio.open_tcp_stream("127.0.0.1", backend.port)
+        async with client:
+            await client.send_all(garbage)
+            [conn] = await backend.wait_connections(1)
+            await conn.wait_received(len(garbage))
+            if backend is answering:  # a server closes on bytes it cannot decode
+                await conn.wait_ended()
+                with trio.fail_after(5):
+                    assert await client.receive_some() == b""
+            else:
+                await client.send_all(b"!")
+                assert await conn.wait_received(len(garbage) + 1) == garbage + b"!"
+                assert not conn.ended
+        assert conn.error is not None and "VarInt" in conn.error
+        assert conn.handshake is None and conn.answers == []
 
 
 async def test_backend_login_disconnect_reaches_the_player(

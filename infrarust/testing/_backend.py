@@ -32,12 +32,14 @@ from infrarust.protocol import (
 from ._waiting import Changes
 from ._wire import check_protocol, encode_login_success, offline_uuid
 
-Behavior = Literal["answer", "refuse", "close", "hang", "close_after_handshake"]
+Behavior = Literal["answer", "refuse", "close", "hang", "close_after_handshake", "echo"]
 """What a :class:`FakeBackend` does with a connection.
 
 ``"answer"``: status and offline login like a server; ``"refuse"``: nothing listens, so connecting fails
 (the port stays reserved); ``"close"``: accept and close at once; ``"hang"``: accept, read and record,
-never answer; ``"close_after_handshake"``: close as soon as the handshake is read.
+never answer; ``"close_after_handshake"``: close as soon as the handshake is read; ``"echo"``: send every
+byte back as it arrives, speaking no protocol (to test relaying). Every behaviour but ``"close"`` still
+decodes and records the PROXY header and the handshake.
 """
 
 STATUS_REQUEST_ID = 0x00
@@ -247,6 +249,8 @@ class _Exchange:
         while data := await self.stream.receive_some(_READ_SIZE):
             self.conn.received += data
             self.conn._changes.notify()
+            if self.behavior == "echo":
+                await self.stream.send_all(data)
             if self.stage == "record":
                 continue
             try:
@@ -258,7 +262,9 @@ class _Exchange:
             except ProtocolError as exc:
                 self.conn.error = str(exc)
                 self.backend._changes.notify()
-                return
+                if self.behavior not in ("hang", "echo"):
+                    return
+                self.stage = "record"  # these never answer from what they decode: keep going
             if self.stage == "close":
                 return
 
@@ -287,7 +293,7 @@ class _Exchange:
             self.backend._changes.notify()
             if self.behavior == "close_after_handshake":
                 self.stage = "close"
-            elif self.behavior == "hang":
+            elif self.behavior in ("hang", "echo"):
                 self.stage = "record"
             else:
                 self.stage = "status" if handshake.next_state == NextState.STATUS else "login"
