@@ -48,7 +48,8 @@ LOGIN_START_ID = 0x00
 _READ_SIZE = 65536
 _DEFAULT_TEXT = "infrarust fake backend"
 
-StatusAnswer = str | Mapping[str, Any] | None
+StatusSetting = str | Mapping[str, Any] | None
+"""A fake backend's status answer: JSON text sent as is, a mapping encoded to JSON, or None (a default)."""
 
 
 @attrs.define(eq=False)
@@ -99,7 +100,7 @@ class FakeBackend:
     def __init__(
         self,
         *,
-        status: StatusAnswer = None,
+        status: StatusSetting = None,
         behavior: Behavior = "answer",
         login_disconnect: str | None = None,
         host: str = "127.0.0.1",
@@ -354,7 +355,7 @@ class BackendFactory:
     async def __call__(
         self,
         *,
-        status: StatusAnswer = None,
+        status: StatusSetting = None,
         behavior: Behavior = "answer",
         login_disconnect: str | None = None,
         host: str = "127.0.0.1",

@@ -18,8 +18,9 @@ from ._backend import FakeBackend
 Target = FakeBackend | Address | tuple[str, int] | int
 """Where a test server points: a fake backend, an address, ``(host, port)``, or a port on 127.0.0.1."""
 
-# Tests connect many times from 127.0.0.1; the per-IP budgets would make them fail for the wrong reason.
 NO_RATE_LIMIT = RateLimit(max_connections=0, status_max=0)
+"""The ``rate_limit`` of test proxies built without a file: tests connect many times from 127.0.0.1, and
+the per-IP budgets would make them fail for the wrong reason."""
 _FIELDS = frozenset(field.name for field in attrs.fields(ProxyConfig))
 
 
