@@ -2,7 +2,7 @@
 
 A SIGSTOPped server still has its listening socket, so the kernel completes TCP handshakes for it; only
 a real status exchange tells it is gone. The checker must take it out within
-``interval × unhealthy_after`` (plus one check's ``timeout``: the check that sees the second failure
+``interval * unhealthy_after`` (plus one check's ``timeout``: the check that sees the second failure
 has to time out first) and put it back after SIGCONT.
 """
 
