@@ -10,7 +10,7 @@ E2E := tests/e2e
 NODE_STAMP := $(E2E)/node_modules/.installed
 CONFIG ?= conf/infrarust.toml
 
-.PHONY: all run test lint typecheck pytest bench setup clean
+.PHONY: all run test lint typecheck pytest bench setup clean system-packages
 
 all: test
 
@@ -25,7 +25,14 @@ $(NODE_STAMP): $(E2E)/package.json $(E2E)/package-lock.json
 	cd $(E2E) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-setup: $(STAMP) $(NODE_STAMP)
+# Servers the tests start themselves on loopback (Debian packages), installed when missing.
+SYSTEM_PACKAGES := redis-server
+
+system-packages:
+	@missing=""; for cmd in $(SYSTEM_PACKAGES); do command -v $$cmd >/dev/null || missing="$$missing $$cmd"; done; \
+	if [ -n "$$missing" ]; then apt-get update -qq && apt-get install -y -qq$$missing; fi
+
+setup: $(STAMP) $(NODE_STAMP) system-packages
 
 run: $(STAMP)
 	$(BIN)/python -m infrarust run -c $(CONFIG)
@@ -37,7 +44,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP) $(NODE_STAMP)
+pytest: $(STAMP) $(NODE_STAMP) system-packages
 	$(BIN)/pytest
 
 test: lint typecheck pytest
