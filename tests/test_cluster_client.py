@@ -73,7 +73,7 @@ async def test_password_and_database_from_the_url() -> None:
     server = RedisServer(password="s3cret/+@")
     try:
         server.start()
-        with pytest.raises(RedisReplyError, match="WRONGPASS|invalid password"):
+        with pytest.raises(RedisReplyError, match=r"WRONGPASS|invalid password"):
             await RedisClient(server.url(password="wrong"), DEADLINE).execute("PING")
         with pytest.raises(RedisReplyError, match="NOAUTH"):
             await RedisClient(RedisUrl("127.0.0.1", server.port), DEADLINE).execute("PING")
@@ -106,7 +106,7 @@ async def test_every_call_to_a_frozen_redis_times_out_within_its_deadline(redis_
         took = []
         for command in (["PING"], ["GET", "a"], ["SET", "a", "1"], ["INCR", "b"]):
             start = trio.current_time()
-            with pytest.raises(RedisUnavailable, match=f"no answer within {DEADLINE:g}s"):
+            with pytest.raises(RedisUnavailable, match=rf"no answer within {DEADLINE:g}s"):
                 await client.execute(*command)
             took.append(trio.current_time() - start)
         # New connections too: the kernel accepts them for the frozen process, nobody answers.
