@@ -338,6 +338,12 @@ class Fleet:
         finally:
             await self._leave()
 
+    async def flush(self) -> None:
+        """Write this instance's sessions to Redis now (and read the others'), instead of at the next
+        heartbeat; does nothing while degraded."""
+        if not self.degraded:
+            await self._heartbeat()
+
     async def wait_synced(self) -> None:
         """Return once this instance is in sync with Redis (at once when it is)."""
         await self._synced.wait()
