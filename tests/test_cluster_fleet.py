@@ -4,6 +4,7 @@ leaving the counts within the TTL; and Redis faults (stopped, frozen, restarted 
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -15,7 +16,7 @@ import trio
 from _redis_helpers import RedisServer
 
 from infrarust.bans import BanEntry
-from infrarust.cluster import Fleet, RedisClient, ban_key
+from infrarust.cluster import Fleet, FleetAdmin, RedisClient, ban_key
 from infrarust.config import Address, Cluster, RateLimit
 
 TIMEOUT = 0.25
@@ -265,3 +266,34 @@ async def test_bans_from_the_file_fill_an_empty_redis_and_redis_wins_after(
     await b.import_bans(imported)
     await wait_for(lambda: len(a.export_bans()) == 6, timeout=1.0)
     assert {ban_key(e) for e in a.export_bans()} == {ban_key(e) for e in b.export_bans()}
+
+
+async def test_commands_ban_export_import_and_list_instances(
+    pair: tuple[Fleet, Fleet], redis_server: RedisServer
+) -> None:
+    a, b = pair
+    admin = FleetAdmin(settings(redis_server, "unused"), timeout=1.0)
+    await admin.ban(ip_ban("203.0.113.77", "from the command line"))
+    await wait_for(lambda: a.is_banned("203.0.113.77") is not None, timeout=1.0)
+    await wait_for(lambda: b.is_banned("203.0.113.77") is not None, timeout=1.0)
+    assert await admin.import_bans([ip_ban(f"192.0.2.{n}") for n in range(3)]) == 3
+    exported = await admin.bans()
+    assert sorted(entry.ip or "" for entry in exported) == [
+        "192.0.2.0",
+        "192.0.2.1",
+        "192.0.2.2",
+        "203.0.113.77",
+    ]
+    await wait_for(lambda: len(b.export_bans()) == 4, timeout=1.0)
+    await admin.unban(ip_ban("203.0.113.77"))
+    await wait_for(lambda: a.is_banned("203.0.113.77") is None, timeout=1.0)
+
+    assert await a.reserve("lobby", 0)
+    a.session_started("lobby", BACKEND)
+    await a.flush()
+    views = await admin.instances()
+    assert [view.instance_id for view in views] == ["a", "b"]
+    assert views[0].sessions == {"lobby": 1} and views[0].address_sessions == {f"lobby|{BACKEND}": 1}
+    assert views[1].sessions == {}
+    assert views[0].pid == os.getpid() and 0 < views[0].expires_in <= 3 * HEARTBEAT + 0.001
+    admin.close()

@@ -41,6 +41,7 @@ from infrarust.bans import BanEntry, BanFileError, BanList, parse_ban_file
 from infrarust.config import Address, Cluster, RateLimit
 
 from ._client import RedisClient, RedisError, RedisSubscription
+from ._keys import FleetKeys, ban_key, change_commands, encode_entry
 
 logger = logging.getLogger("infrarust.cluster")
 
@@ -127,18 +128,6 @@ def default_instance_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-def ban_key(entry: BanEntry) -> str:
-    """The field a ban is stored under: one per target, as the ban file keeps one entry per target."""
-    if entry.ip is not None:
-        return f"ip:{entry.ip}"
-    return f"player:{(entry.name or '').lower()}|{entry.uuid or ''}"
-
-
-def encode_entry(entry: BanEntry) -> str:
-    """A ban entry as JSON text, in the ban file's entry format."""
-    return json.dumps(entry.to_json(), separators=(",", ":"))
-
-
 def decode_entries(texts: Iterable[str | bytes]) -> list[BanEntry]:
     """Ban entries from their JSON texts, through the ban file's own validation; bad ones are skipped."""
     entries: list[BanEntry] = []
@@ -173,14 +162,13 @@ class Fleet:
     ) -> None:
         self.settings = settings
         self.instance_id = settings.instance_id or default_instance_id()
-        prefix = settings.key_prefix
-        self._bans_key = prefix + "bans"
-        self._epoch_key = prefix + "bans:epoch"
-        self._channel = prefix + "bans"
-        self._instances_key = prefix + "instances"
-        self._hash_prefix = prefix + "instance:"
-        self._own_key = self._hash_prefix + self.instance_id
-        self._rate_prefix = prefix + "rl:"
+        keys = self.keys = FleetKeys(settings.key_prefix)
+        self._bans_key = keys.bans
+        self._epoch_key = keys.epoch
+        self._channel = keys.channel
+        self._instances_key = keys.instances
+        self._hash_prefix = keys.instance_prefix
+        self._own_key = keys.instance(self.instance_id)
         self._client = RedisClient(settings.redis, settings.timeout)
         self._started_at = time.time()
         # Bans: the local mirror, what changed while Redis was away, the epoch last seen.
@@ -362,7 +350,7 @@ class Fleet:
             return True
         if not self.degraded:
             count = await self._call(
-                "EVAL", RATE_SCRIPT, 1, f"{self._rate_prefix}{kind}:{ip}", max(1, math.ceil(window * 1000))
+                "EVAL", RATE_SCRIPT, 1, self.keys.rate(kind, ip), max(1, math.ceil(window * 1000))
             )
             if count is not None:
                 return int(count) <= limit
@@ -410,14 +398,7 @@ class Fleet:
         self._unsynced.append((op, entry))
 
     def _change_commands(self, op: str, entry: BanEntry) -> list[list[Any]]:
-        key = ban_key(entry)
-        store: list[Any] = (
-            ["HSET", self._bans_key, key, encode_entry(entry)]
-            if op == "ban"
-            else ["HDEL", self._bans_key, key]
-        )
-        message = json.dumps({"op": op, "entry": entry.to_json(), "from": self.instance_id})
-        return [store, ["INCR", self._epoch_key], ["PUBLISH", self._channel, message]]
+        return change_commands(self.keys, op, entry, self.instance_id)
 
     async def _recover(self, nursery: trio.Nursery, *, first: bool = False) -> None:
         """Subscribe, re-sync the bans and write a heartbeat; on success leave degraded mode."""
