@@ -297,3 +297,15 @@ async def test_commands_ban_export_import_and_list_instances(
     assert views[1].sessions == {}
     assert views[0].pid == os.getpid() and 0 < views[0].expires_in <= 3 * HEARTBEAT + 0.001
     admin.close()
+
+
+async def test_expired_bans_are_dropped_from_redis(nursery: trio.Nursery, redis_server: RedisServer) -> None:
+    a = await start_fleet(nursery, redis_server, "a")
+    now = float(int(time.time()))
+    await a.ban(BanEntry(ip="192.0.2.50", reason="short", created_at=now - 10, expires_at=now - 1))
+    await a.ban(ip_ban("192.0.2.51"))
+    assert a.is_banned("192.0.2.50") is None  # expired: matches nobody even before the purge
+    b = await start_fleet(nursery, redis_server, "b")  # its first sync drops the expired entry
+    assert [entry.ip for entry in b.export_bans()] == ["192.0.2.51"]
+    client = RedisClient(redis_server.url(), 1.0)
+    assert (await client.execute("HGETALL", "infrarust:bans"))[0::2] == [b"ip:192.0.2.51"]

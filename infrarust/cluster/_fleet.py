@@ -454,9 +454,15 @@ class Fleet:
                 [["GET", self._epoch_key], ["HGETALL", self._bans_key]]
             )
         values = [stored[i + 1] for i in range(0, len(stored), 2)]
-        self._entries = {ban_key(entry): entry for entry in decode_entries(values)}
+        now = time.time()
+        entries = decode_entries(values)
+        self._entries = {ban_key(entry): entry for entry in entries if not entry.expired(now)}
         self.bans = BanList(self._entries.values(), audit=False)
         self._epoch = epoch
+        expired = [ban_key(entry) for entry in entries if entry.expired(now)]
+        if expired:
+            # Expired bans match nobody anywhere; dropping them keeps the hash from growing forever.
+            await self._client.execute("HDEL", self._bans_key, *expired)
 
     async def _heartbeat(self) -> None:
         fields: list[Any] = [INFO_FIELD, self._info()]
