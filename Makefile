@@ -25,8 +25,9 @@ $(NODE_STAMP): $(E2E)/package.json $(E2E)/package-lock.json
 	cd $(E2E) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-# Servers the tests start themselves on loopback (Debian packages), installed when missing.
-SYSTEM_PACKAGES := redis-server
+# Debian packages the tests need (servers they start on loopback, openssl for test certificates),
+# installed when missing.
+SYSTEM_PACKAGES := redis-server openssl
 
 system-packages:
 	@missing=""; for cmd in $(SYSTEM_PACKAGES); do command -v $$cmd >/dev/null || missing="$$missing $$cmd"; done; \

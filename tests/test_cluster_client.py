@@ -86,6 +86,35 @@ async def test_password_and_database_from_the_url() -> None:
         server.cleanup()
 
 
+async def test_tls_with_rediss(monkeypatch: pytest.MonkeyPatch) -> None:
+    server = RedisServer(tls=True, password="over-tls")
+    try:
+        server.start()
+        url = server.url()
+        assert url.tls and str(url).startswith("rediss://")
+        # Certificates are verified against the system's CAs, which OpenSSL lets SSL_CERT_FILE replace.
+        monkeypatch.setenv("SSL_CERT_FILE", str(server.cert))
+        client = RedisClient(url, 2.0)
+        assert await client.execute("SET", "secure", "yes") == b"OK"
+        assert await client.execute("GET", "secure") == b"yes"
+        subscription = RedisSubscription(url, 2.0)
+        await subscription.subscribe("news")
+        await client.execute("PUBLISH", "news", "over tls")
+        with trio.fail_after(2):
+            assert await subscription.next_message() == (b"news", b"over tls")
+        subscription.close()
+        client.close()
+        # A certificate nobody vouches for is refused, as a connection failure.
+        monkeypatch.delenv("SSL_CERT_FILE")
+        with pytest.raises(RedisUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
+            await RedisClient(url, 2.0).execute("PING")
+        # A plain client against the TLS port gets no answer it can use.
+        with pytest.raises(RedisUnavailable):
+            await RedisClient(RedisUrl("127.0.0.1", server.port, password="over-tls"), 0.5).execute("PING")
+    finally:
+        server.cleanup()
+
+
 async def test_pub_sub(redis_server: RedisServer) -> None:
     subscription = RedisSubscription(redis_server.url(), DEADLINE)
     await subscription.subscribe("news", "other")

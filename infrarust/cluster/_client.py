@@ -102,7 +102,9 @@ def _unavailable(exc: BaseException, url: RedisUrl) -> RedisUnavailable:
         return exc
     if isinstance(exc, OSError):
         return RedisUnavailable(f"{url}: {exc.strerror or exc}")
-    return RedisUnavailable(f"{url}: {exc or type(exc).__name__}")
+    # trio's SSLStream reports a failed TLS handshake as BrokenResourceError caused by the ssl error.
+    reason = exc.__cause__ if exc.__cause__ is not None else exc
+    return RedisUnavailable(f"{url}: {reason or type(reason).__name__}")
 
 
 _CONNECTION_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError, hiredis.ProtocolError)
