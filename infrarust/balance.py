@@ -294,6 +294,23 @@ class Balancers:
     def __iter__(self) -> Iterator[Balancer]:
         return iter(list(self._by_name.values()))
 
+    def health_report(self) -> dict[str, list[dict[str, Any]]]:
+        """Every address's health as JSON-ready data, per server (for ``infrarust status`` and a fleet's
+        ``health_report``)."""
+        return {
+            balancer.server.name: [
+                {
+                    "address": str(state.address),
+                    "up": state.up,
+                    "sessions": state.sessions,
+                    "latency_ms": round(state.latency * 1000, 3) if state.latency is not None else None,
+                    "error": state.last_error,
+                }
+                for state in balancer.snapshot()
+            ]
+            for balancer in self
+        }
+
     def __len__(self) -> int:
         return len(self._by_name)
 

@@ -15,9 +15,10 @@ import pytest
 import trio
 from _redis_helpers import RedisServer
 
+from infrarust.balance import Balancers
 from infrarust.bans import BanEntry
 from infrarust.cluster import Fleet, FleetAdmin, RedisClient, ban_key
-from infrarust.config import Address, Cluster, RateLimit
+from infrarust.config import Address, Cluster, RateLimit, ServerConfig
 
 TIMEOUT = 0.25
 HEARTBEAT = 0.3
@@ -290,11 +291,27 @@ async def test_commands_ban_export_import_and_list_instances(
 
     assert await a.reserve("lobby", 0)
     a.session_started("lobby", BACKEND)
+    lobby = ServerConfig(name="lobby", addresses=(BACKEND, Address("127.0.0.1", 25567)))
+    balancers = Balancers([lobby])
+    balancers.for_server(lobby).mark_down(Address("127.0.0.1", 25567), "refused")
+    a.health_report = balancers.health_report
     await a.flush()
     views = await admin.instances()
     assert [view.instance_id for view in views] == ["a", "b"]
     assert views[0].sessions == {"lobby": 1} and views[0].address_sessions == {f"lobby|{BACKEND}": 1}
-    assert views[1].sessions == {}
+    assert views[1].sessions == {} and views[1].health == {}
+    assert views[0].health == {
+        "lobby": [
+            {"address": str(BACKEND), "up": True, "sessions": 0, "latency_ms": None, "error": None},
+            {
+                "address": "127.0.0.1:25567",
+                "up": False,
+                "sessions": 0,
+                "latency_ms": None,
+                "error": "refused",
+            },
+        ]
+    }
     assert views[0].pid == os.getpid() and 0 < views[0].expires_in <= 3 * HEARTBEAT + 0.001
     admin.close()
 

@@ -13,7 +13,7 @@ from infrarust.bans import BanEntry
 from infrarust.config import Cluster
 
 from ._client import RedisClient
-from ._fleet import INFO_FIELD, decode_entries
+from ._fleet import HEALTH_FIELD, INFO_FIELD, decode_entries
 from ._keys import FleetKeys, change_commands
 
 
@@ -28,6 +28,7 @@ class InstanceView:
     expires_in: float  # seconds until it drops out unless it sends a heartbeat
     sessions: dict[str, int]
     address_sessions: dict[str, int]
+    health: dict[str, Any]  # server -> its addresses' health as the instance sees them (may be empty)
 
 
 class FleetAdmin:
@@ -86,10 +87,8 @@ class FleetAdmin:
         views = []
         for (instance_id, expires_ms), flat in zip(live, hashes, strict=True):
             fields = {flat[i].decode("utf-8", "replace"): flat[i + 1] for i in range(0, len(flat), 2)}
-            try:
-                info = json.loads(fields.pop(INFO_FIELD, b"{}"))
-            except ValueError:
-                info = {}
+            info = _json_object(fields.pop(INFO_FIELD, b"{}"))
+            health = _json_object(fields.pop(HEALTH_FIELD, b"{}"))
             views.append(
                 InstanceView(
                     instance_id=instance_id,
@@ -99,6 +98,15 @@ class FleetAdmin:
                     expires_in=(expires_ms - now_ms) / 1000,
                     sessions={k[2:]: int(v) for k, v in fields.items() if k.startswith("s:")},
                     address_sessions={k[2:]: int(v) for k, v in fields.items() if k.startswith("a:")},
+                    health=health,
                 )
             )
         return sorted(views, key=lambda view: view.instance_id)
+
+
+def _json_object(data: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}

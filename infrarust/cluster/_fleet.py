@@ -30,7 +30,7 @@ import os
 import socket
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -52,6 +52,7 @@ PUSH_COALESCE = 0.05
 # An instance's entry outlives its last heartbeat by this many heartbeats.
 TTL_HEARTBEATS = 3
 INFO_FIELD = "@info"
+HEALTH_FIELD = "@health"
 
 _LUA_NOW = """
 local t = redis.call('TIME')
@@ -192,6 +193,8 @@ class Fleet:
         self.degraded_count = 0
         self._synced_once = False
         self._synced = trio.Event()
+        # Set by the proxy (Balancers.health_report): its view of backend health, shown by `status`.
+        self.health_report: Callable[[], Mapping[str, Any]] | None = None
         self._listen_scope: trio.CancelScope | None = None
 
     # Configuration.
@@ -466,6 +469,8 @@ class Fleet:
 
     async def _heartbeat(self) -> None:
         fields: list[Any] = [INFO_FIELD, self._info()]
+        if self.health_report is not None:
+            fields += [HEALTH_FIELD, json.dumps(self.health_report(), separators=(",", ":"))]
         for server, count in (self._players + self._pending).items():
             fields += ["s:" + server, count]
         for field, count in self._address_sessions.items():
