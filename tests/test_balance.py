@@ -304,3 +304,27 @@ async def test_status_aggregate_uses_every_healthy_backends_last_check(nursery: 
     assert merged["players"] == {"max": 20, "online": 11}
     plain = lobby(addresses, LoadBalance.ROUND_ROBIN)
     assert Balancer(plain).aggregate(answer, addresses[0]) == answer
+
+
+async def test_the_checker_follows_reloads(nursery: trio.Nursery, backends: list[FakeStatusServer]) -> None:
+    first = lobby([b.address for b in backends[:2]], LoadBalance.ROUND_ROBIN)
+    balancers = Balancers([first])
+    await nursery.start(run_health_checks, balancers)
+    await wait_for(lambda: all(state.checks >= 1 for state in balancers.for_server(first).snapshot()))
+    added = ServerConfig(
+        name="survival",
+        addresses=(backends[1].address, backends[2].address),
+        domains=("survival.example.com",),
+        health_check=FAST_CHECKS,
+    )
+    balancers.update([first, added])
+    survival = balancers.for_server(added)
+    # Picked up within the checker's half-second look-around, checked at once.
+    await wait_for(lambda: all(state.checks >= 1 for state in survival.snapshot()), timeout=1.5)
+    assert survival.monitored
+    assert backends[2].handshakes[-1].host == "survival.example.com"
+    balancers.update([added])  # "lobby" removed: its checks stop
+    await trio.sleep(0.1)  # a check already under way may still land
+    before = len(backends[0].handshakes)
+    await trio.sleep(FAST_CHECKS.interval * 3)
+    assert len(backends[0].handshakes) == before
