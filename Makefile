@@ -26,7 +26,7 @@ E2E := tests/e2e
 NODE_STAMP := $(E2E)/node_modules/.installed
 CONFIG ?= conf/infrarust.toml
 
-.PHONY: all run test lint typecheck pytest pytest313 bench setup clean
+.PHONY: all run test lint typecheck pytest pytest313 bench setup clean system-packages
 
 all: test
 
@@ -51,7 +51,15 @@ $(NODE_STAMP): $(E2E)/package.json $(E2E)/package-lock.json
 	cd $(E2E) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-setup: $(STAMP) $(NODE_STAMP)
+# Debian packages the tests need (servers they start on loopback, openssl for test certificates),
+# installed when missing.
+SYSTEM_PACKAGES := redis-server openssl
+
+system-packages:
+	@missing=""; for cmd in $(SYSTEM_PACKAGES); do command -v $$cmd >/dev/null || missing="$$missing $$cmd"; done; \
+	if [ -n "$$missing" ]; then apt-get update -qq && apt-get install -y -qq$$missing; fi
+
+setup: $(STAMP) $(NODE_STAMP) system-packages
 
 run: $(RUN_STAMP)
 	$(BIN)/infrarust run -c $(CONFIG)
@@ -63,7 +71,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP) $(NODE_STAMP)
+pytest: $(STAMP) $(NODE_STAMP) system-packages
 	$(BIN)/pytest
 
 # The whole suite again on Python 3.13 where the machine has one (see the README, Tests).

@@ -99,6 +99,30 @@ class IpFilter:
     blacklist: tuple[str, ...] = ()
 
 
+class LoadBalance(enum.Enum):
+    """How a server with several ``addresses`` picks one for a new login (Gate Lite's strategy names)."""
+
+    FAILOVER = "failover"
+    ROUND_ROBIN = "round_robin"
+    RANDOM = "random"
+    LEAST_CONNECTIONS = "least_connections"
+    LOWEST_LATENCY = "lowest_latency"
+
+
+@frozen
+class HealthCheck:
+    """``[health_check]`` of a server: a status ping to each address every ``interval`` seconds.
+
+    An address is taken out after ``unhealthy_after`` failed pings in a row (a ping fails when no status
+    answer comes within ``timeout``) and put back after ``healthy_after`` answered ones in a row.
+    """
+
+    interval: float = 10.0
+    timeout: float = 2.0
+    unhealthy_after: int = 2
+    healthy_after: int = 1
+
+
 @frozen
 class ServerConfig:
     """One backend server (one file in ``servers_dir``)."""
@@ -114,6 +138,9 @@ class ServerConfig:
     motd: dict[str, Motd] = attrs.field(factory=dict, hash=False)
     timeouts: Timeouts = Timeouts()
     ip_filter: IpFilter = IpFilter()
+    load_balance: LoadBalance = LoadBalance.FAILOVER
+    status_aggregate: bool = False
+    health_check: HealthCheck = HealthCheck()
     source: Path | None = None  # the file it was loaded from, for messages; None when built in code
 
 
@@ -170,6 +197,40 @@ class Metrics:
 
 
 @frozen
+class RedisUrl:
+    """Where a fleet's Redis is: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` for TLS."""
+
+    host: str
+    port: int = 6379
+    db: int = 0
+    tls: bool = False
+    username: str | None = None
+    password: str | None = attrs.field(default=None, repr=False)
+
+    def __str__(self) -> str:
+        # Never the password: this is what logs and messages show.
+        auth = "***@" if self.password is not None else ""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'rediss' if self.tls else 'redis'}://{auth}{host}:{self.port}/{self.db}"
+
+
+@frozen
+class Cluster:
+    """``[cluster]``: present means this instance shares bans, rate limits and player counts through Redis.
+
+    ``instance_id`` empty means host name + pid, chosen at start (each worker process is an instance).
+    Every Redis call is bounded by ``timeout``; each instance refreshes its entry every ``heartbeat``, and
+    a silent instance's players leave the fleet's counts after three heartbeats.
+    """
+
+    redis: RedisUrl
+    key_prefix: str = "infrarust:"
+    instance_id: str = ""
+    timeout: float = 0.25
+    heartbeat: float = 2.0
+
+
+@frozen
 class ProxyConfig:
     """The whole configuration: ``infrarust.toml`` and the servers it points at."""
 
@@ -194,5 +255,6 @@ class ProxyConfig:
     default_motd: dict[str, Motd] = attrs.field(factory=dict, hash=False)
     zero_copy: ZeroCopy = ZeroCopy()
     metrics: Metrics | None = None
+    cluster: Cluster | None = None
     servers: tuple[ServerConfig, ...] = ()
     source: Path | None = None  # the infrarust.toml it was loaded from; None for defaults or code

@@ -33,15 +33,19 @@ from ._infrarust import MOTD_STATES
 from ._models import (
     Address,
     Ban,
+    Cluster,
     DomainRewrite,
+    HealthCheck,
     IpFilter,
     Keepalive,
     LogFormat,
+    LoadBalance,
     Metrics,
     Motd,
     ProxyConfig,
     ProxyMode,
     RateLimit,
+    RedisUrl,
     RewriteKind,
     ServerConfig,
     StatusCache,
@@ -49,6 +53,7 @@ from ._models import (
     UnknownDomainBehavior,
     ZeroCopy,
 )
+from ._redis_url import parse_redis_url
 
 T = TypeVar("T")
 
@@ -235,6 +240,46 @@ def _domain_rewrite(value: object, _: object = None) -> DomainRewrite:
     raise ValueError(f"{_REWRITE_HELP}, got {_describe(value)}")
 
 
+def _load_balance(value: object, _: object = None) -> LoadBalance:
+    text = _string(value)
+    try:
+        return LoadBalance(text)
+    except ValueError:
+        valid = ", ".join(strategy.value for strategy in LoadBalance)
+        raise ValueError(f"unknown load_balance {text!r}; valid values: {valid}") from None
+
+
+def _redis_url(value: object, _: object = None) -> RedisUrl:
+    return parse_redis_url(_string(value))
+
+
+def _positive_duration(value: object, _: object = None) -> float:
+    seconds = _duration(value)
+    if seconds <= 0:
+        raise ValueError(f"must be longer than 0s, got {value!r}")
+    return seconds
+
+
+def _at_least_one(value: object, _: object = None) -> int:
+    count = _count(value)
+    if count < 1:
+        raise ValueError(f"must be at least 1, got {count}")
+    return count
+
+
+_INSTANCE_ID = re.compile(r"[A-Za-z0-9_.:-]*", re.ASCII)
+
+
+def _instance_id(value: object, _: object = None) -> str:
+    text = _string(value)
+    if len(text) > 100 or not _INSTANCE_ID.fullmatch(text):
+        raise ValueError(
+            f"invalid instance_id {text!r}: up to 100 letters, digits and '_', '.', ':', '-'"
+            " (empty: host name and pid)"
+        )
+    return text
+
+
 def _each(item: Callable[[object], T]) -> Callable[[object, object], tuple[T, ...]]:
     """A hook for a TOML array whose elements ``item`` checks; every bad element is reported by index."""
 
@@ -288,6 +333,8 @@ _TABLES: tuple[type, ...] = (
     Ban,
     ZeroCopy,
     Metrics,
+    HealthCheck,
+    Cluster,
     ServerConfig,
     ProxyConfig,
 )
@@ -307,6 +354,8 @@ def make_converter(base_dir: Path) -> cattrs.Converter:
     converter.register_structure_hook(UnknownDomainBehavior, _unknown_domain_behavior)
     converter.register_structure_hook(LogFormat, _log_format)
     converter.register_structure_hook(DomainRewrite, _domain_rewrite)
+    converter.register_structure_hook(LoadBalance, _load_balance)
+    converter.register_structure_hook(RedisUrl, _redis_url)
 
     def favicon(value: object, _: object = None) -> str:
         return load_favicon(_string(value), base_dir)
@@ -339,6 +388,17 @@ def make_converter(base_dir: Path) -> cattrs.Converter:
         },
         ZeroCopy: {"pipe_size": override(struct_hook=_pipe_size)},
         Ban: {"file": override(struct_hook=_file_path)},
+        HealthCheck: {
+            "interval": override(struct_hook=_positive_duration),
+            "timeout": override(struct_hook=_positive_duration),
+            "unhealthy_after": override(struct_hook=_at_least_one),
+            "healthy_after": override(struct_hook=_at_least_one),
+        },
+        Cluster: {
+            "instance_id": override(struct_hook=_instance_id),
+            "timeout": override(struct_hook=_positive_duration),
+            "heartbeat": override(struct_hook=_positive_duration),
+        },
         ServerConfig: {
             "name": override(struct_hook=_server_name),
             "addresses": override(struct_hook=_addresses),
