@@ -10,9 +10,11 @@ from ._loader import NOT_YET_ENFORCED as NOT_YET_ENFORCED
 from ._loader import load_config as load_config
 from ._models import Address as Address
 from ._models import Ban as Ban
+from ._models import Docker as Docker
 from ._models import DomainRewrite as DomainRewrite
 from ._models import IpFilter as IpFilter
 from ._models import Keepalive as Keepalive
+from ._models import ManagerType as ManagerType
 from ._models import Metrics as Metrics
 from ._models import Motd as Motd
 from ._models import ProxyConfig as ProxyConfig
@@ -20,7 +22,9 @@ from ._models import ProxyMode as ProxyMode
 from ._models import RateLimit as RateLimit
 from ._models import RewriteKind as RewriteKind
 from ._models import ServerConfig as ServerConfig
+from ._models import ServerManager as ServerManager
 from ._models import StatusCache as StatusCache
 from ._models import Timeouts as Timeouts
 from ._models import UnknownDomainBehavior as UnknownDomainBehavior
 from ._models import ZeroCopy as ZeroCopy
+from ._structure import structure_server as structure_server

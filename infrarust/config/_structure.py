@@ -20,6 +20,7 @@ import cattrs
 from cattrs.errors import (
     AttributeValidationNote,
     BaseValidationError,
+    ClassValidationError,
     ForbiddenExtraKeysError,
     IterableValidationError,
     IterableValidationNote,
@@ -28,13 +29,16 @@ from cattrs.gen import make_dict_structure_fn, override
 
 from ._addresses import is_host, normalize_cidr, normalize_domain, parse_address
 from ._durations import parse_duration
+from ._errors import ConfigError, ConfigProblem
 from ._favicon import load_favicon
 from ._models import (
     Address,
     Ban,
+    Docker,
     DomainRewrite,
     IpFilter,
     Keepalive,
+    ManagerType,
     Metrics,
     Motd,
     ProxyConfig,
@@ -42,6 +46,7 @@ from ._models import (
     RateLimit,
     RewriteKind,
     ServerConfig,
+    ServerManager,
     StatusCache,
     Timeouts,
     UnknownDomainBehavior,
@@ -185,6 +190,84 @@ def _unknown_domain_behavior(value: object, _: object = None) -> UnknownDomainBe
         raise ValueError(f"unknown unknown_domain_behavior {text!r}; valid values: {valid}") from None
 
 
+# Infrarust v2's other managers drive web panels; they are refused by name rather than as unknown values.
+_NOT_BUILT_MANAGERS = ("pterodactyl", "crafty")
+# The keys that belong to one manager type only.
+_MANAGER_KEYS: dict[ManagerType, tuple[str, ...]] = {
+    ManagerType.LOCAL: ("command", "args", "working_dir", "ready_pattern"),
+    ManagerType.DOCKER: ("container",),
+}
+_MANAGER_REQUIRED = {
+    ManagerType.LOCAL: ("command", '"java"'),
+    ManagerType.DOCKER: ("container", '"mc-survival"'),
+}
+
+
+def _manager_type(value: object, _: object = None) -> ManagerType:
+    text = _string(value)
+    if text in _NOT_BUILT_MANAGERS:
+        raise ValueError(f'type = "{text}" is not supported yet: only "local" and "docker" are built')
+    try:
+        return ManagerType(text)
+    except ValueError:
+        valid = ", ".join(kind.value for kind in ManagerType)
+        raise ValueError(f"unknown server_manager type {text!r}; valid values: {valid}") from None
+
+
+def _non_empty(value: object, _: object = None) -> str:
+    text = _string(value)
+    if not text.strip():
+        raise ValueError("must not be empty")
+    return text
+
+
+def _regex(value: object, _: object = None) -> str:
+    text = _non_empty(value)
+    try:
+        re.compile(text)
+    except re.error as exc:
+        raise ValueError(f"not a valid regular expression: {exc}") from None
+    return text
+
+
+def _docker_endpoint(value: object, _: object = None) -> str:
+    text = _string(value)
+    if text.startswith("unix://"):
+        if not text.removeprefix("unix://").startswith("/"):
+            raise ValueError(
+                f"expected an absolute socket path like unix:///var/run/docker.sock, got {text!r}"
+            )
+        return text
+    for scheme in ("tcp://", "http://"):
+        if text.startswith(scheme):
+            parse_address(text.removeprefix(scheme).rstrip("/"))
+            return text
+    raise ValueError(f"expected unix:///path/to/docker.sock or tcp://host:port, got {text!r}")
+
+
+def _located(key: str, message: str) -> ClassValidationError:
+    """A problem reported at ``server_manager.<key>`` rather than at the table as a whole."""
+    exc = ValueError(message)
+    exc.add_note(AttributeValidationNote(key, key, object))
+    return ClassValidationError("invalid server_manager", [exc], ServerManager)
+
+
+def _check_manager(raw: dict[str, Any], manager: ServerManager) -> ServerManager:
+    """Rules across the keys of one ``[server_manager]``: which keys its type needs and which it ignores."""
+    for kind, keys in _MANAGER_KEYS.items():
+        if kind is manager.type:
+            continue
+        for key in keys:
+            if key in raw:
+                raise _located(key, f'{key} does not apply to type = "{manager.type.value}"')
+    required, example = _MANAGER_REQUIRED[manager.type]
+    if required not in raw:
+        raise _located(
+            required, f'type = "{manager.type.value}" needs {required}, like {required} = {example}'
+        )
+    return manager
+
+
 _REWRITE_HELP = 'expected "none", "from_backend" or { explicit = "host" }'
 
 
@@ -258,6 +341,8 @@ _TABLES: tuple[type, ...] = (
     Ban,
     ZeroCopy,
     Metrics,
+    Docker,
+    ServerManager,
     ServerConfig,
     ProxyConfig,
 )
@@ -276,6 +361,7 @@ def make_converter(base_dir: Path) -> cattrs.Converter:
     converter.register_structure_hook(ProxyMode, _proxy_mode)
     converter.register_structure_hook(UnknownDomainBehavior, _unknown_domain_behavior)
     converter.register_structure_hook(DomainRewrite, _domain_rewrite)
+    converter.register_structure_hook(ManagerType, _manager_type)
 
     def favicon(value: object, _: object = None) -> str:
         return load_favicon(_string(value), base_dir)
@@ -308,6 +394,12 @@ def make_converter(base_dir: Path) -> cattrs.Converter:
         },
         ZeroCopy: {"pipe_size": override(struct_hook=_pipe_size)},
         Ban: {"file": override(struct_hook=_file_path)},
+        Docker: {"endpoint": override(struct_hook=_docker_endpoint)},
+        ServerManager: {
+            "command": override(struct_hook=_non_empty),
+            "container": override(struct_hook=_non_empty),
+            "ready_pattern": override(struct_hook=_regex),
+        },
         ServerConfig: {
             "name": override(struct_hook=_server_name),
             "addresses": override(struct_hook=_addresses),
@@ -327,8 +419,33 @@ def make_converter(base_dir: Path) -> cattrs.Converter:
         generated: Callable[[Any, Any], Any] = make_dict_structure_fn(
             cls, converter, **overrides.get(cls, {})
         )
+        if cls is ServerManager:
+            generated = _with_manager_rules(generated)
         converter.register_structure_hook(cls, _table(generated))
     return converter
+
+
+def _with_manager_rules(
+    generated: Callable[[Any, Any], ServerManager],
+) -> Callable[[Any, Any], ServerManager]:
+    def structure(value: dict[str, Any], type_: object) -> ServerManager:
+        return _check_manager(value, generated(value, type_))
+
+    return structure
+
+
+def structure_server(data: dict[str, Any], *, where: str, base_dir: Path | None = None) -> ServerConfig:
+    """One server from plain data, checked exactly like a ``servers/*.toml`` file.
+
+    Route providers (Docker labels, code) build their servers with it so every rule applies to them too.
+    ``where`` names the origin in the :class:`ConfigError` raised for bad data.
+    """
+    try:
+        return make_converter((base_dir or Path.cwd()).resolve()).structure(data, ServerConfig)
+    except (BaseValidationError, ValueError) as exc:
+        raise ConfigError(
+            ConfigProblem(where, key or "-", message) for key, message in problems_from(exc)
+        ) from None
 
 
 def known_keys(cls: type) -> list[str]:
