@@ -158,6 +158,7 @@ class DockerProvider:
         self.config = config
         self.servers: tuple[ServerConfig, ...] = ()
         self.connected = False
+        self.connected_at: float | None = None  # trio time of the last (re)connection
         self._on_change = on_change
         self._warned: set[tuple[str, str]] = set()
 
@@ -179,6 +180,7 @@ class DockerProvider:
                             len(self.servers),
                         )
                     self.connected, outage_logged = True, False
+                    self.connected_at = trio.current_time()
                     if not started:
                         task_status.started()
                         started = True
