@@ -47,6 +47,7 @@ CRASH_BACKOFF_MAX = 300.0
 DOCKER_POLL_STARTING = 0.25
 DOCKER_POLL_ONLINE = 2.0
 STATUS_PROBE_TIMEOUT = 2.0
+GROUP_EXIT_WAIT = 2.0  # seconds to see a killed process group's last members reaped
 MAX_OUTPUT_LINE = 64 * 1024  # bytes kept of one output line when looking for the ready pattern
 
 
@@ -130,7 +131,8 @@ class _LocalRunner:
 
     async def run(self, ready: Callable[[], None]) -> str:
         try:
-            log = await trio.open_file(self.log_path, "ab")
+            # Unbuffered: operators tail the log while the server starts.
+            log = await trio.open_file(self.log_path, "ab", buffering=0)
         except OSError as exc:
             raise _LaunchFailed(f"cannot open the log file {self.log_path}: {exc.strerror}") from None
         try:
@@ -199,9 +201,23 @@ class _LocalRunner:
                     process.pid,
                     self.shutdown_timeout,
                 )
-        # Members of the group that outlived its leader (a wrapper script's java) go too.
+        # Members of the group that outlived its leader (a wrapper script's java) go too. They are not our
+        # children, so we cannot wait for them: watch the group empty out instead (bounded).
         _signal_group(process.pid, signal.SIGKILL)
         await process.wait()
+        with trio.move_on_after(GROUP_EXIT_WAIT):
+            while _group_exists(process.pid):  # noqa: ASYNC110 (no event tells when a non-child is reaped)
+                await trio.sleep(0.02)
+
+
+def _group_exists(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _signal_group(pgid: int, signum: signal.Signals) -> None:

@@ -163,10 +163,13 @@ def minecraft_container(
         },
     }
     if healthcheck:
-        # Healthy once something listens on the port: a bare TCP connect from the host's Python.
-        probe = f"import socket; socket.create_connection(('127.0.0.1', {port}), 1).close()"
+        # Healthy once something listens on the port: a bare TCP connect, by the host's Node.
+        probe = (
+            f"require('net').connect({port}, '127.0.0.1')"
+            ".on('connect', () => process.exit(0)).on('error', () => process.exit(1))"
+        )
         body["Healthcheck"] = {
-            "Test": ["CMD", shutil.which("python3") or "python3", "-c", probe],
+            "Test": ["CMD", node, "-e", probe],
             "Interval": 200_000_000,  # nanoseconds
             "Timeout": 1_000_000_000,
             "Retries": 3,
