@@ -71,6 +71,12 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+async def wait_state(managed: ManagedServer, state: ServerState, timeout: float) -> None:
+    with trio.fail_after(timeout):
+        while managed.state is not state:
+            await trio.sleep(0.05)
+
+
 def starts_logged(managed: ManagedServer) -> int:
     assert managed.log_path is not None
     return managed.log_path.read_text(errors="replace").count("--- infrarust: starting")
@@ -184,9 +190,7 @@ async def test_idle_server_is_stopped_and_woken_again(tmp_path: Path, node: str)
         pid = managed.process_id
         assert pid is not None
         assert managed.sessions == 0  # the client left at the end of its run
-        with trio.fail_after(10):
-            while managed.state is not ServerState.SLEEPING:
-                await trio.sleep(0.05)
+        await wait_state(managed, ServerState.SLEEPING, 10)
         assert not pid_alive(pid), "the idle server's process must be gone"
         assert managed.status_motd().text == "This server is sleeping. Join to wake it up!"
 
@@ -205,9 +209,7 @@ async def test_never_stopped_while_a_player_is_connected(tmp_path: Path, node: s
         await trio.sleep(1.0)  # three times shutdown_after
         assert managed.state is ServerState.ONLINE
         managed.session_ended()
-        with trio.fail_after(5):
-            while managed.state is not ServerState.SLEEPING:
-                await trio.sleep(0.05)
+        await wait_state(managed, ServerState.SLEEPING, 5)
 
 
 async def test_server_crashing_at_start_is_crashed_with_a_clear_message(tmp_path: Path) -> None:
@@ -301,9 +303,7 @@ async def test_docker_managed_container_wakes_and_sleeps(
             assert (await containers.inspect("mc-managed"))["State"]["Running"] is True
             assert managed.ready_after is not None
             print(f"docker ready_after={managed.ready_after:.3f}s")
-            with trio.fail_after(20):
-                while managed.state is not ServerState.SLEEPING:
-                    await trio.sleep(0.1)
+            await wait_state(managed, ServerState.SLEEPING, 20)
             assert (await containers.inspect("mc-managed"))["State"]["Running"] is False
 
 
