@@ -10,7 +10,7 @@ E2E := tests/e2e
 NODE_STAMP := $(E2E)/node_modules/.installed
 CONFIG ?= conf/infrarust.toml
 
-.PHONY: all run test lint typecheck pytest bench setup clean
+.PHONY: all run test lint typecheck pytest bench setup clean system-packages
 
 all: test
 
@@ -25,7 +25,17 @@ $(NODE_STAMP): $(E2E)/package.json $(E2E)/package-lock.json
 	cd $(E2E) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-setup: $(STAMP) $(NODE_STAMP)
+# Daemons the tests start themselves come from Debian packages, installed only when missing
+# (apt-get update once, then one install): dockerd from docker.io for the Docker tests.
+system-packages:
+	@missing=""; \
+	command -v dockerd >/dev/null 2>&1 || missing="$$missing docker.io"; \
+	if [ -n "$$missing" ]; then \
+		DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
+
+setup: $(STAMP) $(NODE_STAMP) system-packages
 
 run: $(STAMP)
 	$(BIN)/python -m infrarust run -c $(CONFIG)
@@ -37,7 +47,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP) $(NODE_STAMP)
+pytest: $(STAMP) $(NODE_STAMP) system-packages
 	$(BIN)/pytest
 
 test: lint typecheck pytest
