@@ -139,6 +139,7 @@ def minecraft_container(
     labels: dict[str, str] | None = None,
     restart_always: bool = False,
     healthcheck: bool = False,
+    health_port: int | None = None,
     version: str = "1.20.4",
 ) -> dict[str, Any]:
     """The create body of a container running the tests' Minecraft server on 127.0.0.1:``port``."""
@@ -165,7 +166,7 @@ def minecraft_container(
     if healthcheck:
         # Healthy once something listens on the port: a bare TCP connect, by the host's Node.
         probe = (
-            f"require('net').connect({port}, '127.0.0.1')"
+            f"require('net').connect({health_port or port}, '127.0.0.1')"
             ".on('connect', () => process.exit(0)).on('error', () => process.exit(1))"
         )
         body["Healthcheck"] = {

@@ -189,6 +189,23 @@ async def test_unlabelled_and_disabled_containers_are_ignored(
         assert {server.name for server in provider.servers} == {"marker"}
 
 
+async def test_a_container_with_a_health_check_is_routed_only_while_healthy(
+    docker_daemon: DockerDaemon, containers: Containers
+) -> None:
+    async with routed_proxy(docker_daemon) as (_proxy, _provider, routes):
+        enable = {"infrarust.enable": "true"}
+        # Its health check probes a port nobody listens on: never healthy, never routed.
+        await containers.run(
+            "sick",
+            minecraft_container(port=free_port(), labels=enable, healthcheck=True, health_port=free_port()),
+        )
+        await containers.run("fit", minecraft_container(port=free_port(), labels=enable, healthcheck=True))
+        await routes.wait(lambda now: "fit" in now, timeout=15)
+        assert (await containers.inspect("fit"))["State"]["Health"]["Status"] == "healthy"
+        assert (await containers.inspect("sick"))["State"]["Health"]["Status"] != "healthy"
+        assert "sick" not in routes.current
+
+
 async def test_bad_labels_skip_only_that_container(
     docker_daemon: DockerDaemon, containers: Containers
 ) -> None:

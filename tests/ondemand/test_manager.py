@@ -16,13 +16,14 @@ from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 
+import attrs
 import pytest
 import trio
 from e2e.harness import E2E_DIR, ClientRun, run_client
 
 from infrarust.config import Address, ManagerType, Motd, ServerConfig, ServerManager
 from infrarust.dockerengine import DockerEngine
-from infrarust.manager import ManagedServer, ServerStartError, ServerState, state_motd
+from infrarust.manager import ManagedServer, ServerManagers, ServerStartError, ServerState, state_motd
 
 from ._daemon import Containers, DockerDaemon, free_port, minecraft_container
 
@@ -342,3 +343,32 @@ async def test_docker_managed_missing_container_is_crashed(docker_daemon: Docker
             with pytest.raises(ServerStartError, match="no container named 'does-not-exist'"):
                 await managed.ensure_started()
             assert managed.state is ServerState.CRASHED
+
+
+async def test_managers_follow_a_reload_and_stop_removed_servers(tmp_path: Path, node: str) -> None:
+    port = free_port()
+    server = local_server(tmp_path, port, command=node, args=minecraft_args(port))
+    plain = ServerConfig(name="plain", addresses=(Address("127.0.0.1", 1),), domains=("plain.test",))
+    managers = ServerManagers()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(managers.run, [server, plain])
+        assert managers.get("plain") is None
+        managed = managers.get("lobby")
+        assert managed is not None
+        await managed.ensure_started()
+        pid = managed.process_id
+        assert pid is not None
+
+        # Only the MOTD changed: the same running server keeps going, with the new table.
+        retitled = attrs.evolve(server, motd={"sleeping": Motd(text="new text")})
+        await managers.update([retitled, plain])
+        assert managers.get("lobby") is managed
+        assert managed.server.motd["sleeping"].text == "new text"
+        assert pid_alive(pid)
+
+        await managers.update([plain])
+        assert managers.get("lobby") is None
+        with trio.fail_after(10):
+            while pid_alive(pid):
+                await trio.sleep(0.05)
+        nursery.cancel_scope.cancel()
