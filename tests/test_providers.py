@@ -1,4 +1,4 @@
-"""Route providers without I/O: merging providers' servers, and Docker labels and addresses as servers.
+"""Route providers without a daemon: merging providers' servers, and Docker labels and addresses as servers.
 
 The container dictionaries have the shape ``GET /containers/json`` answers (API 1.41, as dockerd 20.10
 sends them); the real daemon is exercised in ``ondemand/test_docker_provider.py``.
@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 from helpers import server
 
-from infrarust.config import Address, ConfigError, ProxyMode
+from infrarust.config import Address, ConfigError, Docker, ProxyMode, ServerConfig
 from infrarust.providers import (
     ContainerSkipped,
+    DockerProvider,
     container_address,
     container_health,
     merge_servers,
@@ -167,3 +169,28 @@ def test_no_reachable_address_skips_the_container() -> None:
 )
 def test_health_from_the_status_text(status: str, health: str | None) -> None:
     assert container_health(container(status=status)) == health
+
+
+async def test_provider_without_a_daemon_starts_at_once_and_warns_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    published: list[tuple[ServerConfig, ...]] = []
+
+    async def on_change(servers: tuple[ServerConfig, ...]) -> None:
+        published.append(servers)
+
+    config = Docker(endpoint=f"unix://{tmp_path / 'no-docker.sock'}", reconnect_delay=0.05)
+    provider = DockerProvider(config, on_change)
+    with caplog.at_level(logging.INFO, logger="infrarust.providers"):
+        async with trio.open_nursery() as nursery:
+            with trio.fail_after(2):
+                await nursery.start(provider.run)
+            assert not provider.connected
+            await trio.sleep(0.3)  # several reconnect attempts
+            nursery.cancel_scope.cancel()
+    warnings = [
+        record.getMessage() for record in caplog.records if "docker unreachable" in record.getMessage()
+    ]
+    assert len(warnings) == 1, warnings
+    assert "No such file or directory" in warnings[0]
+    assert published == []

@@ -122,6 +122,12 @@ class DockerDaemon:
             response.raise_for_status()
 
     def cleanup(self) -> None:
+        """Remove the folder, after the mounts dockerd leaves behind (its network namespace handle)."""
+        prefix = f"{self.root}/"
+        with open("/proc/self/mounts") as mounts:
+            points = [line.split()[1] for line in mounts if line.split()[1].startswith(prefix)]
+        for point in sorted(points, reverse=True):
+            subprocess.run(["umount", point], check=False, capture_output=True)
         shutil.rmtree(self.root, ignore_errors=True)
 
 
