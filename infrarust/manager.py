@@ -387,9 +387,10 @@ class ManagedServer:
                     elif state is ServerState.CRASHED:
                         wait = self._retry_at - trio.current_time()
                         if wait > 0:
+                            seconds = math.ceil(wait)
                             raise ServerStartError(
                                 f"The server failed to start ({self.last_error}). Try again in"
-                                f" {math.ceil(wait)} seconds."
+                                f" {seconds} second{'' if seconds == 1 else 's'}."
                             )
                         self._launch()
                     await self._changed.wait()

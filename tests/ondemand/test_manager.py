@@ -21,6 +21,7 @@ import pytest
 import trio
 from e2e.harness import E2E_DIR, ClientRun, run_client
 
+import infrarust.manager as manager_module
 from infrarust.config import Address, ManagerType, Motd, ServerConfig, ServerManager
 from infrarust.dockerengine import DockerEngine
 from infrarust.manager import ManagedServer, ServerManagers, ServerStartError, ServerState, state_motd
@@ -100,11 +101,21 @@ async def _relay(source: trio.SocketStream, sink: trio.SocketStream) -> None:
         pass
 
 
+class Front:
+    """The holding front's port and how many client connections it accepted."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.accepted = 0
+
+
 @asynccontextmanager
-async def holding_front(managed: ManagedServer) -> AsyncIterator[int]:
-    """A loopback listener that holds each connection until the managed server is up; its port."""
+async def holding_front(managed: ManagedServer) -> AsyncIterator[Front]:
+    """A loopback listener that holds each connection until the managed server is up."""
+    front = Front()
 
     async def handle(client: trio.SocketStream) -> None:
+        front.accepted += 1
         try:
             await managed.ensure_started()
             address = managed.server.addresses[0]
@@ -122,7 +133,8 @@ async def holding_front(managed: ManagedServer) -> AsyncIterator[int]:
 
     async with trio.open_nursery() as nursery:
         listeners = await nursery.start(partial(trio.serve_tcp, handle, 0, host="127.0.0.1"))
-        yield listeners[0].socket.getsockname()[1]
+        front.port = listeners[0].socket.getsockname()[1]
+        yield front
         nursery.cancel_scope.cancel()
 
 
@@ -163,12 +175,12 @@ async def test_three_players_at_once_start_it_once_and_join_on_their_first_conne
 ) -> None:
     port = free_port()
     managed = ManagedServer(local_server(tmp_path, port, command=node, args=minecraft_args(port)))
-    async with running(managed), holding_front(managed) as front_port:
+    async with running(managed), holding_front(managed) as front:
         started = trio.current_time()
         results: dict[str, ClientRun] = {}
 
         async def player(name: str) -> None:
-            results[name] = await join(node, front_port, name)
+            results[name] = await join(node, front.port, name)
 
         async with trio.open_nursery() as players:
             for name in ("alice", "bob", "carol"):
@@ -177,17 +189,34 @@ async def test_three_players_at_once_start_it_once_and_join_on_their_first_conne
         assert set(results) == {"alice", "bob", "carol"}
         assert managed.state is ServerState.ONLINE
         assert starts_logged(managed) == 1, "three players must start the server once"
+        assert front.accepted == 3, "each player connects once: held, never asked to reconnect"
         assert managed.ready_after is not None
         # Recorded for the report: process launch to ready, and first connect to three players joined.
         print(f"ready_after={managed.ready_after:.3f}s three_joined_after={wake_to_join:.3f}s")
+
+
+async def test_one_player_wakes_a_sleeping_server_on_one_connection(tmp_path: Path, node: str) -> None:
+    port = free_port()
+    managed = ManagedServer(local_server(tmp_path, port, command=node, args=minecraft_args(port)))
+    async with running(managed), holding_front(managed) as front:
+        asleep_at = trio.current_time()
+        await join(node, front.port, "first_player")
+        wake_to_join = trio.current_time() - asleep_at
+        # The same client run, against the server now online: what the wake itself costs.
+        online_at = trio.current_time()
+        await join(node, front.port, "second_player")
+        online_join = trio.current_time() - online_at
+        assert front.accepted == 2
+        assert starts_logged(managed) == 1
+        print(f"wake_to_join={wake_to_join:.3f}s join_when_online={online_join:.3f}s")
 
 
 async def test_idle_server_is_stopped_and_woken_again(tmp_path: Path, node: str) -> None:
     port = free_port()
     server = local_server(tmp_path, port, command=node, args=minecraft_args(port), shutdown_after=1.0)
     managed = ManagedServer(server)
-    async with running(managed), holding_front(managed) as front_port:
-        await join(node, front_port, "visitor")
+    async with running(managed), holding_front(managed) as front:
+        await join(node, front.port, "visitor")
         pid = managed.process_id
         assert pid is not None
         assert managed.sessions == 0  # the client left at the end of its run
@@ -195,7 +224,7 @@ async def test_idle_server_is_stopped_and_woken_again(tmp_path: Path, node: str)
         assert not pid_alive(pid), "the idle server's process must be gone"
         assert managed.status_motd().text == "This server is sleeping. Join to wake it up!"
 
-        await join(node, front_port, "second_visit")
+        await join(node, front.port, "second_visit")
         assert starts_logged(managed) == 2
         assert managed.process_id != pid
 
@@ -231,6 +260,25 @@ async def test_server_crashing_at_start_is_crashed_with_a_clear_message(tmp_path
         assert starts_logged(managed) == 1
     assert managed.log_path is not None
     assert "loading world" in managed.log_path.read_text()
+
+
+async def test_a_crashed_server_is_tried_again_after_a_growing_back_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(manager_module, "CRASH_BACKOFF_FIRST", 0.2)
+    server = local_server(tmp_path, free_port(), command="node", args=("-e", "process.exit(1)"))
+    managed = ManagedServer(server)
+    async with running(managed):
+        with pytest.raises(ServerStartError, match="exited with code 1"):
+            await managed.ensure_started()
+        await trio.sleep(0.3)  # past the first back-off: the next login starts it again
+        with pytest.raises(ServerStartError, match="exited with code 1"):
+            await managed.ensure_started()
+        assert starts_logged(managed) == 2
+        await trio.sleep(0.3)  # the second back-off is twice as long: still refused at once
+        with pytest.raises(ServerStartError, match=r"Try again in 1 second\.$"):
+            await managed.ensure_started()
+        assert starts_logged(managed) == 2
 
 
 async def test_command_that_cannot_run_is_crashed(tmp_path: Path) -> None:
@@ -298,9 +346,9 @@ async def test_docker_managed_container_wakes_and_sleeps(
     )
     async with DockerEngine(docker_daemon.endpoint) as engine:
         managed = ManagedServer(server, engine=engine)
-        async with running(managed), holding_front(managed) as front_port:
+        async with running(managed), holding_front(managed) as front:
             assert managed.state is ServerState.SLEEPING
-            await join(node, front_port, "container_player")
+            await join(node, front.port, "container_player")
             assert (await containers.inspect("mc-managed"))["State"]["Running"] is True
             assert managed.ready_after is not None
             print(f"docker ready_after={managed.ready_after:.3f}s")
