@@ -265,17 +265,17 @@ async def test_server_crashing_at_start_is_crashed_with_a_clear_message(tmp_path
 async def test_a_crashed_server_is_tried_again_after_a_growing_back_off(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(manager_module, "CRASH_BACKOFF_FIRST", 0.2)
+    monkeypatch.setattr(manager_module, "CRASH_BACKOFF_FIRST", 0.5)
     server = local_server(tmp_path, free_port(), command="node", args=("-e", "process.exit(1)"))
     managed = ManagedServer(server)
     async with running(managed):
         with pytest.raises(ServerStartError, match="exited with code 1"):
             await managed.ensure_started()
-        await trio.sleep(0.3)  # past the first back-off: the next login starts it again
+        await trio.sleep(0.6)  # past the first back-off: the next login starts it again
         with pytest.raises(ServerStartError, match="exited with code 1"):
             await managed.ensure_started()
         assert starts_logged(managed) == 2
-        await trio.sleep(0.3)  # the second back-off is twice as long: still refused at once
+        await trio.sleep(0.6)  # the second back-off is twice as long (1 s): still refused at once
         with pytest.raises(ServerStartError, match=r"Try again in 1 second\.$"):
             await managed.ensure_started()
         assert starts_logged(managed) == 2
