@@ -51,13 +51,17 @@ $(NODE_STAMP): $(E2E)/package.json $(E2E)/package-lock.json
 	cd $(E2E) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-# Debian packages the tests need (servers they start on loopback, openssl for test certificates),
-# installed when missing.
-SYSTEM_PACKAGES := redis-server openssl
+# Debian packages the tests need, installed when missing (apt-get update once, then one install):
+# redis-server and dockerd are started by the tests themselves on loopback; openssl makes test certificates.
+SYSTEM_PACKAGES := redis-server:redis-server openssl:openssl dockerd:docker.io
 
 system-packages:
-	@missing=""; for cmd in $(SYSTEM_PACKAGES); do command -v $$cmd >/dev/null || missing="$$missing $$cmd"; done; \
-	if [ -n "$$missing" ]; then apt-get update -qq && apt-get install -y -qq$$missing; fi
+	@missing=""; for pair in $(SYSTEM_PACKAGES); do \
+		command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq$$missing; \
+	fi
 
 setup: $(STAMP) $(NODE_STAMP) system-packages
 

@@ -92,7 +92,7 @@ def test_every_strategy_loads(tmp_path: Path, strategy: str) -> None:
     [
         ('load_balance = "least_conn"', "load_balance", "unknown load_balance 'least_conn'; valid values:"),
         ("status_aggregate = 1", "status_aggregate", "expected true or false"),
-        ('[health_check]\ninterval = "0s"', "health_check.interval", "must be longer than 0s"),
+        ('[health_check]\ninterval = "0s"', "health_check.interval", "must be longer than 0"),
         ("[health_check]\ntimeout = 2", "health_check.timeout", "durations are strings with a unit"),
         ("[health_check]\nunhealthy_after = 0", "health_check.unhealthy_after", "must be at least 1"),
         ("[health_check]\nhealthy_after = -1", "health_check.healthy_after", "must not be negative"),
@@ -114,7 +114,7 @@ def test_server_errors(tmp_path: Path, text: str, key: str, message: str) -> Non
         ('[cluster]\nredis = "redis://"', "cluster.redis", "the Redis URL has no valid host"),
         ('[cluster]\nredis = "redis://h:99999"', "cluster.redis", "invalid Redis URL: Port out of range"),
         ('[cluster]\nredis = "redis://h/x"', "cluster.redis", "the Redis URL's path is the database number"),
-        ('[cluster]\nredis = "redis://h"\ntimeout = "0ms"', "cluster.timeout", "must be longer than 0s"),
+        ('[cluster]\nredis = "redis://h"\ntimeout = "0ms"', "cluster.timeout", "must be longer than 0"),
         ('[cluster]\nredis = "redis://h"\ninstance_id = "a b"', "cluster.instance_id", "invalid instance_id"),
         (
             '[cluster]\nredis = "redis://h"\nreddis = 1',

@@ -15,12 +15,14 @@ from ._loader import load_config as load_config
 from ._models import Address as Address
 from ._models import Ban as Ban
 from ._models import Cluster as Cluster
+from ._models import Docker as Docker
 from ._models import DomainRewrite as DomainRewrite
 from ._models import HealthCheck as HealthCheck
 from ._models import IpFilter as IpFilter
 from ._models import Keepalive as Keepalive
-from ._models import LogFormat as LogFormat
 from ._models import LoadBalance as LoadBalance
+from ._models import LogFormat as LogFormat
+from ._models import ManagerType as ManagerType
 from ._models import Metrics as Metrics
 from ._models import Motd as Motd
 from ._models import ProxyConfig as ProxyConfig
@@ -29,8 +31,10 @@ from ._models import RateLimit as RateLimit
 from ._models import RedisUrl as RedisUrl
 from ._models import RewriteKind as RewriteKind
 from ._models import ServerConfig as ServerConfig
+from ._models import ServerManager as ServerManager
 from ._models import StatusCache as StatusCache
 from ._models import Timeouts as Timeouts
 from ._models import UnknownDomainBehavior as UnknownDomainBehavior
 from ._models import ZeroCopy as ZeroCopy
 from ._redis_url import parse_redis_url as parse_redis_url
+from ._structure import structure_server as structure_server

@@ -25,7 +25,9 @@ from ._models import ProxyConfig, ServerConfig
 _PLUGINS = "plugins"
 _FORWARDING = "player info forwarding (velocity, bungeecord)"
 _COMMANDS = "the proxy's own commands (/infrarust)"
-_LOAD_BALANCING = "Infrarust's load balancing (infrarust tries addresses in order instead)"
+_LOAD_BALANCING = (
+    "Infrarust's load-balancing keys (infrarust has `load_balance` and `[health_check]` instead)"
+)
 
 # Key -> the feature it belongs to, per file kind: ProxyConfig for infrarust.toml, ServerConfig for a
 # server file. Remove an entry when its feature is built (its model then has the key).
@@ -35,7 +37,6 @@ NOT_BUILT: Final[Mapping[type, Mapping[str, str]]] = MappingProxyType(
             {
                 "web": "the web admin API and UI",
                 "telemetry": "OpenTelemetry export",
-                "docker": "the Docker provider (servers from container labels)",
                 "plugins": _PLUGINS,
                 "plugins_dir": _PLUGINS,
                 "forwarding": _FORWARDING,
@@ -45,7 +46,6 @@ NOT_BUILT: Final[Mapping[type, Mapping[str, str]]] = MappingProxyType(
         ),
         ServerConfig: MappingProxyType(
             {
-                "server_manager": "server management (starting and stopping backends on demand)",
                 "limbo_handlers": "limbo handlers (plugins)",
                 "network": "server switching (networks)",
                 "forwarding_mode": _FORWARDING,

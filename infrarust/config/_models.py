@@ -123,6 +123,37 @@ class HealthCheck:
     healthy_after: int = 1
 
 
+class ManagerType(enum.Enum):
+    """Who starts and stops a ``[server_manager]`` server."""
+
+    LOCAL = "local"
+    DOCKER = "docker"
+
+
+# The vanilla server's last start-up line is "Done (12.345s)! For help, type "help"".
+DEFAULT_READY_PATTERN = r"Done \("
+
+
+@frozen
+class ServerManager:
+    """``[server_manager]`` of a server: started when a player arrives, stopped when idle.
+
+    ``type = "local"`` uses ``command``, ``args``, ``working_dir`` and ``ready_pattern``;
+    ``type = "docker"`` uses ``container`` (a name or id) on the ``[docker]`` endpoint. Durations in seconds;
+    ``shutdown_after=None`` means never stopped for being idle.
+    """
+
+    type: ManagerType
+    command: str | None = None
+    args: tuple[str, ...] = ()
+    working_dir: Path | None = None
+    ready_pattern: str = DEFAULT_READY_PATTERN
+    container: str | None = None
+    start_timeout: float = 60.0
+    shutdown_after: float | None = None
+    shutdown_timeout: float = 30.0
+
+
 @frozen
 class ServerConfig:
     """One backend server (one file in ``servers_dir``)."""
@@ -141,6 +172,7 @@ class ServerConfig:
     load_balance: LoadBalance = LoadBalance.FAILOVER
     status_aggregate: bool = False
     health_check: HealthCheck = HealthCheck()
+    server_manager: ServerManager | None = None
     source: Path | None = None  # the file it was loaded from, for messages; None when built in code
 
 
@@ -231,6 +263,16 @@ class Cluster:
 
 
 @frozen
+class Docker:
+    """``[docker]``: present means containers labelled ``infrarust.enable=true`` are routed."""
+
+    endpoint: str = "unix:///var/run/docker.sock"
+    network: str | None = None  # which container network's address to use; None = the best one found
+    poll_interval: float = 30.0
+    reconnect_delay: float = 5.0
+
+
+@frozen
 class ProxyConfig:
     """The whole configuration: ``infrarust.toml`` and the servers it points at."""
 
@@ -256,5 +298,6 @@ class ProxyConfig:
     zero_copy: ZeroCopy = ZeroCopy()
     metrics: Metrics | None = None
     cluster: Cluster | None = None
+    docker: Docker | None = None
     servers: tuple[ServerConfig, ...] = ()
     source: Path | None = None  # the infrarust.toml it was loaded from; None for defaults or code

@@ -20,6 +20,7 @@ import cattrs
 from cattrs.errors import (
     AttributeValidationNote,
     BaseValidationError,
+    ClassValidationError,
     ForbiddenExtraKeysError,
     IterableValidationError,
     IterableValidationNote,
@@ -28,18 +29,21 @@ from cattrs.gen import make_dict_structure_fn, override
 
 from ._addresses import is_host, normalize_cidr, normalize_domain, parse_address
 from ._durations import parse_duration
+from ._errors import ConfigError, ConfigProblem
 from ._favicon import load_favicon
 from ._infrarust import MOTD_STATES
 from ._models import (
     Address,
     Ban,
     Cluster,
+    Docker,
     DomainRewrite,
     HealthCheck,
     IpFilter,
     Keepalive,
-    LogFormat,
     LoadBalance,
+    LogFormat,
+    ManagerType,
     Metrics,
     Motd,
     ProxyConfig,
@@ -48,6 +52,7 @@ from ._models import (
     RedisUrl,
     RewriteKind,
     ServerConfig,
+    ServerManager,
     StatusCache,
     Timeouts,
     UnknownDomainBehavior,
@@ -220,6 +225,84 @@ def _unknown_domain_behavior(value: object, _: object = None) -> UnknownDomainBe
         raise ValueError(f"unknown unknown_domain_behavior {text!r}; valid values: {valid}") from None
 
 
+# Infrarust v2's other managers drive web panels; they are refused by name rather than as unknown values.
+_NOT_BUILT_MANAGERS = ("pterodactyl", "crafty")
+# The keys that belong to one manager type only.
+_MANAGER_KEYS: dict[ManagerType, tuple[str, ...]] = {
+    ManagerType.LOCAL: ("command", "args", "working_dir", "ready_pattern"),
+    ManagerType.DOCKER: ("container",),
+}
+_MANAGER_REQUIRED = {
+    ManagerType.LOCAL: ("command", '"java"'),
+    ManagerType.DOCKER: ("container", '"mc-survival"'),
+}
+
+
+def _manager_type(value: object, _: object = None) -> ManagerType:
+    text = _string(value)
+    if text in _NOT_BUILT_MANAGERS:
+        raise ValueError(f'type = "{text}" is not supported yet: only "local" and "docker" are built')
+    try:
+        return ManagerType(text)
+    except ValueError:
+        valid = ", ".join(kind.value for kind in ManagerType)
+        raise ValueError(f"unknown server_manager type {text!r}; valid values: {valid}") from None
+
+
+def _non_empty(value: object, _: object = None) -> str:
+    text = _string(value)
+    if not text.strip():
+        raise ValueError("must not be empty")
+    return text
+
+
+def _regex(value: object, _: object = None) -> str:
+    text = _non_empty(value)
+    try:
+        re.compile(text)
+    except re.error as exc:
+        raise ValueError(f"not a valid regular expression: {exc}") from None
+    return text
+
+
+def _docker_endpoint(value: object, _: object = None) -> str:
+    text = _string(value)
+    if text.startswith("unix://"):
+        if not text.removeprefix("unix://").startswith("/"):
+            raise ValueError(
+                f"expected an absolute socket path like unix:///var/run/docker.sock, got {text!r}"
+            )
+        return text
+    for scheme in ("tcp://", "http://"):
+        if text.startswith(scheme):
+            parse_address(text.removeprefix(scheme).rstrip("/"))
+            return text
+    raise ValueError(f"expected unix:///path/to/docker.sock or tcp://host:port, got {text!r}")
+
+
+def _located(key: str, message: str) -> ClassValidationError:
+    """A problem reported at ``server_manager.<key>`` rather than at the table as a whole."""
+    exc = ValueError(message)
+    exc.add_note(AttributeValidationNote(key, key, object))
+    return ClassValidationError("invalid server_manager", [exc], ServerManager)
+
+
+def _check_manager(raw: dict[str, Any], manager: ServerManager) -> ServerManager:
+    """Rules across the keys of one ``[server_manager]``: which keys its type needs and which it ignores."""
+    for kind, keys in _MANAGER_KEYS.items():
+        if kind is manager.type:
+            continue
+        for key in keys:
+            if key in raw:
+                raise _located(key, f'{key} does not apply to type = "{manager.type.value}"')
+    required, example = _MANAGER_REQUIRED[manager.type]
+    if required not in raw:
+        raise _located(
+            required, f'type = "{manager.type.value}" needs {required}, like {required} = {example}'
+        )
+    return manager
+
+
 _REWRITE_HELP = 'expected "none", "from_backend" or { explicit = "host" }'
 
 
@@ -253,18 +336,11 @@ def _redis_url(value: object, _: object = None) -> RedisUrl:
     return parse_redis_url(_string(value))
 
 
-def _positive_duration(value: object, _: object = None) -> float:
-    seconds = _duration(value)
-    if seconds <= 0:
-        raise ValueError(f"must be longer than 0s, got {value!r}")
-    return seconds
-
-
 def _at_least_one(value: object, _: object = None) -> int:
-    count = _count(value)
-    if count < 1:
-        raise ValueError(f"must be at least 1, got {count}")
-    return count
+    number = count(value)
+    if number < 1:
+        raise ValueError(f"must be at least 1, got {number}")
+    return number
 
 
 _INSTANCE_ID = re.compile(r"[A-Za-z0-9_.:-]*", re.ASCII)
@@ -335,6 +411,8 @@ _TABLES: tuple[type, ...] = (
     Metrics,
     HealthCheck,
     Cluster,
+    Docker,
+    ServerManager,
     ServerConfig,
     ProxyConfig,
 )
@@ -356,6 +434,7 @@ def make_converter(base_dir: Path) -> cattrs.Converter:
     converter.register_structure_hook(DomainRewrite, _domain_rewrite)
     converter.register_structure_hook(LoadBalance, _load_balance)
     converter.register_structure_hook(RedisUrl, _redis_url)
+    converter.register_structure_hook(ManagerType, _manager_type)
 
     def favicon(value: object, _: object = None) -> str:
         return load_favicon(_string(value), base_dir)
@@ -399,6 +478,12 @@ def make_converter(base_dir: Path) -> cattrs.Converter:
             "timeout": override(struct_hook=_positive_duration),
             "heartbeat": override(struct_hook=_positive_duration),
         },
+        Docker: {"endpoint": override(struct_hook=_docker_endpoint)},
+        ServerManager: {
+            "command": override(struct_hook=_non_empty),
+            "container": override(struct_hook=_non_empty),
+            "ready_pattern": override(struct_hook=_regex),
+        },
         ServerConfig: {
             "name": override(struct_hook=_server_name),
             "addresses": override(struct_hook=_addresses),
@@ -419,8 +504,33 @@ def make_converter(base_dir: Path) -> cattrs.Converter:
         generated: Callable[[Any, Any], Any] = make_dict_structure_fn(
             cls, converter, **overrides.get(cls, {})
         )
+        if cls is ServerManager:
+            generated = _with_manager_rules(generated)
         converter.register_structure_hook(cls, _table(generated))
     return converter
+
+
+def _with_manager_rules(
+    generated: Callable[[Any, Any], ServerManager],
+) -> Callable[[Any, Any], ServerManager]:
+    def structure(value: dict[str, Any], type_: object) -> ServerManager:
+        return _check_manager(value, generated(value, type_))
+
+    return structure
+
+
+def structure_server(data: dict[str, Any], *, where: str, base_dir: Path | None = None) -> ServerConfig:
+    """One server from plain data, checked exactly like a ``servers/*.toml`` file.
+
+    Route providers (Docker labels, code) build their servers with it so every rule applies to them too.
+    ``where`` names the origin in the :class:`ConfigError` raised for bad data.
+    """
+    try:
+        return make_converter((base_dir or Path.cwd()).resolve()).structure(data, ServerConfig)
+    except (BaseValidationError, ValueError) as exc:
+        raise ConfigError(
+            ConfigProblem(where, key or "-", message) for key, message in problems_from(exc)
+        ) from None
 
 
 def known_keys(cls: type) -> list[str]:
