@@ -6,6 +6,7 @@
 //     -> {"name": "system_chat", "params": {...}}      (the hex is packet id + body)
 //   {"op": "encode", "version": ..., "state": ..., "direction": ..., "name": ..., "params": {...}}
 //     -> {"hex": "..."}
+//   {"op": "offline_uuid", "name": "Notch"} -> {"uuid": "..."}    (the library's offline-mode UUID)
 // Any failure is {"error": "..."} for that line; the process keeps going.
 
 const path = require('path')
@@ -13,6 +14,7 @@ const readline = require('readline')
 
 const protocolDir = path.dirname(require.resolve('minecraft-protocol-1.68/package.json'))
 const { createSerializer, createDeserializer } = require(path.join(protocolDir, 'src', 'transforms', 'serializer'))
+const { nameToMcOfflineUUID } = require(path.join(protocolDir, 'src', 'datatypes', 'uuid'))
 
 function plain (value) {
   if (typeof value === 'bigint') return value.toString()
@@ -39,6 +41,7 @@ function revive (value) {
 }
 
 function handle (request) {
+  if (request.op === 'offline_uuid') return { uuid: nameToMcOfflineUUID(request.name) }
   // isServer decides the direction: a server deserializes toServer and serializes toClient.
   const options = { state: request.state, version: request.version, compiled: true }
   if (request.op === 'decode') {
