@@ -51,8 +51,12 @@ class ServerKey:
         """The public key as the Encryption Request carries it (X.509 SubjectPublicKeyInfo, DER)."""
 
     def decrypt(self, data: bytes) -> bytes:
-        """Decrypt an RSA/PKCS#1 v1.5 field of the Encryption Response; AuthenticationError when the
-        bytes were not encrypted with this key."""
+        """Decrypt an RSA/PKCS#1 v1.5 field of the Encryption Response.
+
+        AuthenticationError when the bytes are not a ciphertext for this key. With OpenSSL's implicit
+        rejection (3.2+) a wrong ciphertext decrypts to random bytes instead, so the caller's checks
+        (the verify token, the secret's 16 bytes) are what refuse it.
+        """
         try:
             return self._private.decrypt(data, padding.PKCS1v15())
         except ValueError:
