@@ -25,7 +25,7 @@ from cryptography.hazmat.decrepit.ciphers.modes import CFB8
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms
 
 from ._errors import ProtocolError
-from ._framing import DEFAULT_MAX_PACKET_SIZE, frame_header
+from ._framing import DEFAULT_MAX_PACKET_SIZE
 from ._varint import MAX_VARINT_BYTES, decode_varint, encode_varint
 
 MAX_FRAME_SIZE = DEFAULT_MAX_PACKET_SIZE
@@ -132,6 +132,9 @@ class PacketDecoder:
         max_uncompressed_size: int = MAX_UNCOMPRESSED_SIZE,
     ) -> None:
         self._buffer = bytearray()
+        # Packets are read from _start on; the consumed prefix is dropped in one move per feed rather
+        # than once per packet, which would copy the rest of a large read for every small packet.
+        self._start = 0
         self._max_frame_size = max_frame_size
         self._max_uncompressed_size = max_uncompressed_size
         self._threshold = NO_COMPRESSION
@@ -150,7 +153,7 @@ class PacketDecoder:
     @property
     def buffered(self) -> int:
         """Bytes received and not yet returned as packets."""
-        return len(self._buffer)
+        return len(self._buffer) - self._start
 
     def set_compression(self, threshold: int) -> None:
         """Apply a Set Compression threshold to every frame not yet returned (negative turns it off)."""
@@ -166,6 +169,7 @@ class PacketDecoder:
         if self._decryptor is not None:
             raise ProtocolError("encryption is already on")
         self._decryptor = _cipher(shared_secret).decryptor()
+        self._compact()
         if self._buffer:
             self._buffer[:] = self._decryptor.update(bytes(self._buffer))
 
@@ -173,26 +177,38 @@ class PacketDecoder:
         """Append received bytes (decrypting them when encryption is on)."""
         if self._decryptor is not None:
             data = self._decryptor.update(data)
+        self._compact()
         self._buffer += data
 
     def next_packet(self) -> WirePacket | None:
         """The next complete packet, or None when more bytes are needed."""
-        header = frame_header(self._buffer, self._max_frame_size)
+        buffer = self._buffer
+        header = decode_varint(buffer, self._start)
         if header is None:
             return None
         length, start = header
+        if length <= 0:
+            raise ProtocolError(f"bad packet length {length}: every packet carries at least its id")
+        if length > self._max_frame_size:
+            raise ProtocolError(f"packet length {length} exceeds the limit of {self._max_frame_size}")
         end = start + length
-        if len(self._buffer) < end:
+        if len(buffer) < end:
             return None
-        payload = bytes(self._buffer[start:end])
-        del self._buffer[:end]
+        payload = bytes(buffer[start:end])
+        self._start = end
         return self._packet(payload)
 
     def take_leftover(self) -> bytes:
         """Every buffered (decrypted) byte not returned as a packet; the buffer is empty afterwards."""
-        leftover = bytes(self._buffer)
+        leftover = bytes(self._buffer[self._start :])
         self._buffer.clear()
+        self._start = 0
         return leftover
+
+    def _compact(self) -> None:
+        if self._start:
+            del self._buffer[: self._start]
+            self._start = 0
 
     def _packet(self, payload: bytes) -> WirePacket:
         threshold = self._threshold
