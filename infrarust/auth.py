@@ -3,9 +3,10 @@ session server's ``hasJoined`` endpoint.
 
 The flow, on the client leg: send an Encryption Request with :attr:`ServerKey.public_der` and a random
 verify token; decrypt the client's Encryption Response with :meth:`ServerKey.decrypt`, compare the
-token, switch the leg's codec to encryption with the shared secret; compute
-:func:`server_id_hash` and ask :meth:`SessionServer.has_joined`, whose profile the player then logs in
-with. Everything but ``has_joined`` is pure computation.
+token (a 1.19-1.19.2 client with a chat key signs it instead: :func:`nonce_signature_valid`), switch
+the leg's codec to encryption with the shared secret; compute :func:`server_id_hash` and ask
+:meth:`SessionServer.has_joined`, whose profile the player then logs in with. Everything but
+``has_joined`` is pure computation.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import struct
 import uuid
 
 import httpx
 from attrs import frozen
-from cryptography.hazmat.primitives import serialization
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from infrarust.protocol import LoginSuccess, ProfileProperty
@@ -71,6 +74,24 @@ def new_verify_token() -> bytes:
 def tokens_match(expected: bytes, received: bytes) -> bool:
     """Compare verify tokens in constant time."""
     return hmac.compare_digest(expected, received)
+
+
+def nonce_signature_valid(public_key_der: bytes, verify_token: bytes, salt: int, signature: bytes) -> bool:
+    """Whether a 1.19-1.19.2 client's Encryption Response signature (SHA256withRSA over the verify
+    token followed by the 8-byte salt) was made with the key it sent in its Login Start."""
+    try:
+        public_key = serialization.load_der_public_key(public_key_der)
+    except (ValueError, UnsupportedAlgorithm):
+        return False
+    if not isinstance(public_key, rsa.RSAPublicKey):
+        return False
+    try:
+        public_key.verify(
+            signature, verify_token + struct.pack(">q", salt), padding.PKCS1v15(), hashes.SHA256()
+        )
+    except InvalidSignature:
+        return False
+    return True
 
 
 def server_id_hash(server_id: str, shared_secret: bytes, public_key_der: bytes) -> str:

@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import socket
+import struct
 import uuid
 from collections.abc import Iterator
 
@@ -16,7 +17,7 @@ import pytest
 import trio
 from _node_codec import NodeCodec, start_node_codec
 from _session_server import SessionServer as FakeSessionServer
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from infrarust.auth import (
@@ -25,12 +26,19 @@ from infrarust.auth import (
     ServerKey,
     SessionServer,
     new_verify_token,
+    nonce_signature_valid,
     offline_uuid,
     parse_profile,
     server_id_hash,
     tokens_match,
 )
-from infrarust.protocol import ProfileProperty
+from infrarust.protocol import (
+    PlayerKey,
+    ProfileProperty,
+    encode_varint,
+    parse_encryption_response,
+    parse_login_start_key,
+)
 
 
 def _java_hex_digest(text: str) -> str:
@@ -162,3 +170,26 @@ async def test_session_server_down_or_slow_is_refused_quickly(nursery: trio.Nurs
         assert len(fake.requests) == 1  # no retry
     finally:
         await slow.aclose()
+
+
+@pytest.mark.parametrize("protocol", [759, 760])
+def test_signed_nonce_of_a_1_19_client(protocol: int) -> None:
+    player_key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    der = player_key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    body = b"\x05Notch\x01" + struct.pack(">q", 1_700_000_000_000) + encode_varint(len(der)) + der
+    body += encode_varint(3) + b"sig"
+    if protocol == 760:
+        body += b"\x00"
+    key = parse_login_start_key(protocol, body)
+    assert key == PlayerKey(1_700_000_000_000, der, b"sig")
+    assert parse_login_start_key(761, b"\x05Notch\x00") is None
+    token, salt = new_verify_token(), -12345
+    signature = player_key.sign(token + struct.pack(">q", salt), padding.PKCS1v15(), hashes.SHA256())
+    signed = b"\x00" + struct.pack(">q", salt) + encode_varint(len(signature)) + signature
+    response = parse_encryption_response(protocol, encode_varint(3) + b"sec" + signed)
+    assert response.verify_token is None and response.salt == salt and response.signature == signature
+    assert nonce_signature_valid(key.public_key, token, salt, signature)
+    assert not nonce_signature_valid(key.public_key, token, salt + 1, signature)
+    assert not nonce_signature_valid(b"not a key", token, salt, signature)

@@ -45,6 +45,7 @@ from ._packets import LoginPluginRequest as LoginPluginRequest
 from ._packets import LoginPluginResponse as LoginPluginResponse
 from ._packets import LoginSuccess as LoginSuccess
 from ._packets import Outgoing as Outgoing
+from ._packets import PlayerKey as PlayerKey
 from ._packets import ProfileProperty as ProfileProperty
 from ._packets import action_bar as action_bar
 from ._packets import add_commands_to_tree as add_commands_to_tree
@@ -62,6 +63,7 @@ from ._packets import parse_encryption_request as parse_encryption_request
 from ._packets import parse_encryption_response as parse_encryption_response
 from ._packets import parse_login_plugin_request as parse_login_plugin_request
 from ._packets import parse_login_plugin_response as parse_login_plugin_response
+from ._packets import parse_login_start_key as parse_login_start_key
 from ._packets import parse_login_success as parse_login_success
 from ._packets import parse_set_compression as parse_set_compression
 from ._packets import system_message as system_message

@@ -73,6 +73,32 @@ def encode_login_start(protocol: int, name: str, player_uuid: uuid.UUID) -> byte
 
 
 @frozen
+class PlayerKey:
+    """The chat-signing key a 1.19-1.19.2 client may put in its Login Start: expiry (ms since the
+    epoch), the DER public key, and Mojang's signature over it. Such a client answers the Encryption
+    Request with a signature made with this key instead of the encrypted verify token."""
+
+    expires_at: int
+    public_key: bytes
+    signature: bytes
+
+
+def parse_login_start_key(protocol: int, body: bytes) -> PlayerKey | None:
+    """The player key of a 1.19-1.19.2 Login Start, or None when there is none (or the version has no
+    such field)."""
+    if not V1_19 <= protocol < V1_19_3:
+        return None
+    cursor = Cursor(body)
+    cursor.string(16)
+    if not cursor.boolean("has signature data"):
+        return None
+    expires_at = cursor.unpack(">q", "key expiry")
+    public_key = cursor.raw(cursor.varint("public key length"), "public key")
+    signature = cursor.raw(cursor.varint("key signature length"), "key signature")
+    return PlayerKey(expires_at, public_key, signature)
+
+
+@frozen
 class EncryptionRequest:
     """The server's Encryption Request: its DER public key and the token the client must return."""
 
