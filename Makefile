@@ -31,8 +31,8 @@ run: $(STAMP)
 	$(BIN)/python -m infrarust run -c $(CONFIG)
 
 lint: $(STAMP)
-	$(BIN)/ruff check infrarust tests bench
-	$(BIN)/ruff format --check infrarust tests bench
+	$(BIN)/ruff check infrarust tests bench scripts
+	$(BIN)/ruff format --check infrarust tests bench scripts
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
