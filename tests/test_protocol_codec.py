@@ -261,3 +261,25 @@ def test_unsupported_version_and_unknown_packets() -> None:
     packet = connection.next_packet()
     assert packet is not None and packet.name is None and packet.body == b"opaque"
     assert connection.ids.name_of(State.PLAY, Direction.CLIENTBOUND, 0x40) == "disconnect"
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 8), st.binary(max_size=40)), max_size=12),
+    st.sampled_from([47, 340, 759, 764, 765, 775]),
+    st.sampled_from(list(Role)),
+)
+@settings(max_examples=200)
+def test_connection_survives_any_packet_sequence(
+    items: list[tuple[int, bytes]], protocol: int, role: Role
+) -> None:
+    """Well-framed packets with arbitrary ids and bodies, in any state: only ProtocolError escapes."""
+    connection = MinecraftConnection(role, protocol, State.HANDSHAKE if role is Role.SERVER else State.LOGIN)
+    encoder = PacketEncoder()
+    try:
+        for packet_id, body in items:
+            connection.receive_data(encoder.encode(packet_id, body))
+            encoder.set_compression(connection.decoder.threshold)
+            while (packet := connection.next_packet()) is not None:
+                _ = packet.body
+    except ProtocolError:
+        pass
