@@ -10,6 +10,7 @@ then, by ``mode``:
   ``bungeeguard-token`` property against ``token``); none: "If you wish to use IP forwarding, please
   enable it in your BungeeCord config as well!".
 - ``none``: takes the player as they come (offline UUID).
+- ``online``: sends an Encryption Request (an online-mode server) and waits.
 
 An accepted player gets Login Success with the forwarded identity, the configuration phase when the
 version has one, then, in play, a Disconnect whose text is ``forwarded <name> <uuid> <address>``: a
@@ -31,6 +32,7 @@ from infrarust.forwarding import (
     parse_velocity_forwarding_data,
 )
 from infrarust.protocol import (
+    EncryptionRequest,
     Handshake,
     HelloReader,
     InboundPacket,
@@ -43,6 +45,7 @@ from infrarust.protocol import (
     Role,
     State,
     disconnect_packet,
+    encode_encryption_request,
     encode_login_plugin_request,
     encode_login_success,
     parse_login_plugin_response,
@@ -121,6 +124,11 @@ class ForwardingBackend:
             )
 
         player = ForwardedPlayer(login.name, offline_uuid(login.name), "", ())
+        if self.mode == "online":
+            request_body = encode_encryption_request(protocol, EncryptionRequest("", b"key", b"tokn"))
+            await stream.send_all(connection.send("encryption_request", request_body))
+            await _read(stream, connection)
+            return
         if self.mode == "velocity":
             request = LoginPluginRequest(1, VELOCITY_CHANNEL, b"\x04")
             await stream.send_all(

@@ -1,6 +1,7 @@
-"""The forwarding-checking test backend (tests/_forwarding_backend.py) against a client leg written with
-the protocol API as a proxy would (velocity, bungeecord, bungeeguard answers), and against a real
-minecraft-protocol client that forwards nothing (refused with Paper's messages)."""
+"""infrarust.intercept.BackendLogin (the backend leg's login with velocity, bungeecord or bungeeguard
+forwarding) against the forwarding-checking test backend (tests/_forwarding_backend.py), and that
+backend against a real minecraft-protocol client that forwards nothing (refused with Paper's
+messages)."""
 
 from __future__ import annotations
 
@@ -20,20 +21,15 @@ from _forwarding_backend import (
     ForwardingBackend,
 )
 
-from infrarust.forwarding import VELOCITY_CHANNEL, bungeecord_host, velocity_forwarding_data, velocity_version
-from infrarust.protocol import (
-    Handshake,
-    LoginPluginResponse,
-    MinecraftConnection,
-    NextState,
-    ProfileProperty,
-    Role,
-    State,
-    encode_login_plugin_response,
-    encode_login_start,
-    parse_login_plugin_request,
-    read_string,
+from infrarust.auth import GameProfile
+from infrarust.intercept import (
+    BACKEND_ONLINE_MODE,
+    NO_FORWARDING_REQUEST,
+    BackendLogin,
+    RefuseLogin,
+    Reply,
 )
+from infrarust.protocol import MinecraftConnection, ProfileProperty, Role, State, read_string
 
 E2E = Path(__file__).resolve().parent / "e2e"
 SECRET = b"forwarding secret"
@@ -44,14 +40,14 @@ SKIN = ProfileProperty("textures", "dGV4", "c2ln")
 async def _proxy_login(
     backend: ForwardingBackend, protocol: int, *, mode: str, secret: bytes = SECRET, token: str | None = None
 ) -> str:
-    """Log in to the backend as an intercepting proxy's backend leg does; the final disconnect text."""
+    """Log in to the backend with BackendLogin, as an intercepting proxy's backend leg does; the final
+    disconnect text (or the refusal BackendLogin decided on)."""
+    profile = GameProfile(PLAYER, "Notch", (SKIN,))
+    login = BackendLogin(protocol, profile, "203.0.113.7", mode=mode, secret=secret, bungeeguard_token=token)
     stream = await trio.open_tcp_stream("127.0.0.1", backend.port)
-    host = "play.example.com"
-    if mode in ("bungeecord", "bungeeguard"):
-        host = bungeecord_host(host, "203.0.113.7", PLAYER, [SKIN], bungeeguard_token=token)
     connection = MinecraftConnection(Role.CLIENT, protocol)
-    await stream.send_all(Handshake(protocol, host, 25565, NextState.LOGIN).encode())
-    await stream.send_all(connection.send("login_start", encode_login_start(protocol, "Notch", PLAYER)))
+    await stream.send_all(login.handshake("play.example.com", 25565))
+    await stream.send_all(connection.send(*login.login_start()))
     try:
         while True:
             while (packet := connection.next_packet()) is None:
@@ -59,19 +55,15 @@ async def _proxy_login(
                 if not data:
                     return "closed"
                 connection.receive_data(data)
-            if packet.name == "login_plugin_request":
-                request = parse_login_plugin_request(packet.body)
-                data_out = None
-                if mode == "velocity" and request.channel == VELOCITY_CHANNEL:
-                    version = velocity_version(request.data, protocol)
-                    data_out = velocity_forwarding_data(
-                        secret, version, "203.0.113.7", PLAYER, "Notch", [SKIN]
-                    )
-                response = LoginPluginResponse(request.message_id, data_out)
-                await stream.send_all(
-                    connection.send("login_plugin_response", encode_login_plugin_response(response))
-                )
-            elif packet.name == "login_success" and protocol >= 764:
+            if packet.state is State.LOGIN:
+                step = login.backend_packet(packet)
+                if isinstance(step, RefuseLogin):
+                    return step.reason
+                if isinstance(step, Reply):
+                    await stream.send_all(connection.send(*step.packet))
+                    continue
+            # What the client would do with the packets relayed to it.
+            if packet.name == "login_success" and protocol >= 764:
                 await stream.send_all(connection.send("login_acknowledged", b""))
             elif packet.name == "finish_configuration":
                 await stream.send_all(connection.send("finish_configuration", b""))
@@ -94,6 +86,17 @@ async def test_velocity_forwarding_is_checked(protocol: int, nursery: trio.Nurse
     assert backend.players == [ForwardedPlayer("Notch", PLAYER, "203.0.113.7", (SKIN,), version)]
     assert await _proxy_login(backend, protocol, mode="none") == VELOCITY_REQUIRED
     assert await _proxy_login(backend, protocol, mode="velocity", secret=b"wrong") == VELOCITY_BAD_SIGNATURE
+
+
+@pytest.mark.parametrize("protocol", [47, 765])
+async def test_backend_login_refusals(protocol: int, nursery: trio.Nursery) -> None:
+    plain = await nursery.start(ForwardingBackend(mode="none").serve)
+    assert await _proxy_login(plain, protocol, mode="velocity") == NO_FORWARDING_REQUEST
+    assert "forwarded Notch" in await _proxy_login(plain, protocol, mode="none")
+    online = await nursery.start(ForwardingBackend(mode="online").serve)
+    assert await _proxy_login(online, protocol, mode="none") == BACKEND_ONLINE_MODE
+    with pytest.raises(ValueError, match="forwarding mode"):
+        BackendLogin(protocol, GameProfile(PLAYER, "Notch"), "::1", mode="legacy")
 
 
 @pytest.mark.parametrize("protocol", [47, 340, 765])
