@@ -69,8 +69,8 @@ run: $(RUN_STAMP)
 	$(BIN)/infrarust run -c $(CONFIG)
 
 lint: $(STAMP)
-	$(BIN)/ruff check infrarust tests bench
-	$(BIN)/ruff format --check infrarust tests bench
+	$(BIN)/ruff check infrarust tests bench scripts
+	$(BIN)/ruff format --check infrarust tests bench scripts
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

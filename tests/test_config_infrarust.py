@@ -255,8 +255,8 @@ def test_example_balanced_is_refused_as_load_balancing(tmp_path: Path) -> None:
     found = {problem.key: problem.message for problem in problems(main) if problem.file == str(balanced)}
     assert sorted(found) == ["addresses[0]", "addresses[1]", "balance", "slow_start"]
     assert found["balance"] == (
-        "Infrarust's load-balancing keys (infrarust has `load_balance` and `[health_check]` instead) is not built in"
-        " infrarust; remove `balance` to load this file"
+        "Infrarust's load-balancing keys (infrarust has `load_balance` and `[health_check]` instead)"
+        " is not built in infrarust; remove `balance` to load this file"
     )
     assert "weighted addresses are Infrarust's load balancing" in found["addresses[0]"]
 

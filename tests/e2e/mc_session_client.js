@@ -1,0 +1,87 @@
+'use strict'
+// A minecraft-protocol (1.68) client for tests/test_protocol_live.py: logs in, offline or online
+// against a given session server, and reports what it receives; once in the play state it sends one
+// chat line and one command. JSON lines on stdout:
+//   {"event":"success","uuid":U,"username":N}            login success arrived
+//   {"event":"play"}                                      the client is in the play state
+//   {"event":"packet","name":NAME,"params":{...}}         a message packet (chat, title, kick...)
+//   {"event":"end","reason":R}                            the connection closed
+//   {"event":"error","message":M}
+//
+//   node mc_session_client.js --version V --port P --username N [--token T --uuid HEX
+//        --session-server URL] [--chat TEXT] [--command TEXT] [--timeout 20]
+
+const path = require('path')
+const protocolDir = path.dirname(require.resolve('minecraft-protocol-1.68/package.json'))
+const mc = require(protocolDir)
+
+const args = { timeout: '20', chat: 'hello', command: 'ir list' }
+const argv = process.argv.slice(2)
+for (let i = 0; i + 1 < argv.length; i += 2) args[argv[i].replace(/^--/, '')] = argv[i + 1]
+
+function emit (event, fields) {
+  process.stdout.write(JSON.stringify({ event, ...fields }, (key, value) =>
+    typeof value === 'bigint' ? value.toString() : Buffer.isBuffer(value) ? value.toString('hex') : value) + '\n')
+}
+setTimeout(() => { emit('error', { message: 'timed out' }); process.exit(3) }, Number(args.timeout) * 1000).unref()
+
+const options = {
+  host: '127.0.0.1',
+  port: Number(args.port),
+  username: args.username,
+  version: args.version,
+  hideErrors: true
+}
+if (args.token) {
+  options.sessionServer = args['session-server']
+  // An auth function: the session the launcher would have, then connect; the library's encrypt step
+  // calls the session server's join with it.
+  options.auth = (client, opts) => {
+    client.username = args.username
+    client.session = { accessToken: args.token, selectedProfile: { id: args.uuid, name: args.username } }
+    opts.accessToken = args.token
+    opts.haveCredentials = true
+    opts.connect(client)
+  }
+} else {
+  options.auth = 'offline'
+}
+const client = mc.createClient(options)
+
+const reported = ['chat', 'system_chat', 'action_bar', 'title', 'set_title_text', 'set_title_subtitle',
+  'set_title_time', 'kick_disconnect', 'disconnect', 'declare_commands']
+client.on('packet', (data, meta) => {
+  if (reported.includes(meta.name)) emit('packet', { name: meta.name, state: meta.state, params: data })
+})
+client.on('success', (packet) => emit('success', { uuid: packet.uuid, username: packet.username }))
+
+const mcData = require(require.resolve('minecraft-data', { paths: [protocolDir] }))(args.version)
+function chatParams (text) {
+  return {
+    message: text,
+    command: text,
+    timestamp: BigInt(Date.now()),
+    salt: 0n,
+    signature: mcData.version.version >= 761 ? undefined : Buffer.alloc(0),
+    signedPreview: false,
+    argumentSignatures: [],
+    previousMessages: [],
+    offset: 0,
+    messageCount: 0,
+    acknowledged: Buffer.alloc(3),
+    checksum: 0
+  }
+}
+client.on('state', (state) => {
+  if (state !== 'play') return
+  emit('play', {})
+  if (mcData.version.version < 759) {
+    client.write('chat', { message: args.chat })
+    client.write('chat', { message: '/' + args.command })
+  } else {
+    client.write('chat_message', chatParams(args.chat))
+    client.write('chat_command', chatParams(args.command))
+  }
+})
+client.on('error', (err) => emit('error', { message: String(err && err.message ? err.message : err) }))
+client.on('end', (reason) => { emit('end', { reason: String(reason) }); process.exit(0) })
