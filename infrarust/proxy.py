@@ -51,6 +51,7 @@ from infrarust.events import (
     SessionStarted,
 )
 from infrarust.hooks import HookHandle, Hooks, PreConnectHook
+from infrarust.intercepted import serve_intercepted
 from infrarust.metrics import Metrics, serve_metrics, worker_bind
 from infrarust.player import Player
 from infrarust.protocol import (
@@ -474,6 +475,8 @@ class Proxy:
                     stream, connection.handshake, connection.rest, server, proxy_header
                 )
                 return Answered("status")
+            if not server.proxy_mode.is_forwarding:  # offline, client_only: the proxy speaks the protocol
+                return await serve_intercepted(self, stream, connection, config)
             started = trio.current_time()
             connected = await connect_backend(server, config.connect_timeout, config.keepalive)
             if connected is None:
@@ -558,11 +561,7 @@ class Proxy:
             trio.current_time(),
             backend_address=str(address),
         )
-        self._sessions.add(player)
-        self._players_by_server[server.name] += 1
-        self.metrics.connection("relayed")
-        if self._events:
-            self._events.publish(SessionStarted(player))
+        self.session_started(player)
         traffic = player.traffic
         result: ForwardResult | None = None
         try:
@@ -588,9 +587,23 @@ class Proxy:
         finally:
             if result is None:  # cancelled from outside: the proxy is stopping at once
                 result = _acknowledged(client_stream, backend, traffic, ForwardEndReason.SHUTDOWN)
-            self._sessions.discard(player)
-            self._players_by_server[server.name] -= 1
-            self._record(connection, Relayed(player, result))
+            self.session_ended(connection, player, result)
+
+    # --- what every kind of relay reports (forwarding here, the intercepted modes in their module) ------
+
+    def session_started(self, player: Player) -> None:
+        """A session begins relaying: it is live (``sessions``, counts); ``SessionStarted`` is published."""
+        self._sessions.add(player)
+        self._players_by_server[player.server.name] += 1
+        self.metrics.connection("relayed")
+        if self._events:
+            self._events.publish(SessionStarted(player))
+
+    def session_ended(self, connection: Connection, player: Player, result: ForwardResult) -> None:
+        """A session is over (call exactly once per :meth:`session_started`, also when cancelled)."""
+        self._sessions.discard(player)
+        self._players_by_server[player.server.name] -= 1
+        self._record(connection, Relayed(player, result))
 
     # --- finish --------------------------------------------------------------------------------------
 
