@@ -12,7 +12,7 @@ import trio
 from infrarust._answersource import SOURCE_REQUEST_BODY, AnswerSource, mark_source
 from infrarust._logfmt import quote
 from infrarust.backend import backend_handshake, close, connect_backend
-from infrarust.config._models import ProxyConfig, ServerConfig
+from infrarust.config import ProxyConfig, RewriteKind, ServerConfig
 from infrarust.metrics import Metrics
 from infrarust.protocol import (
     Handshake,
@@ -29,6 +29,7 @@ from infrarust.protocol import (
     parse_ping,
     parse_status_response,
 )
+from infrarust.routing import routing_key
 from infrarust.status import (
     BUILTIN_UNKNOWN_TEXT,
     BUILTIN_UNREACHABLE_TEXT,
@@ -178,13 +179,20 @@ class ServerList:
             )
 
         try:
-            answer, stored = await self.cache.lookup((server.name, handshake.protocol_version), fetch)
+            answer, stored = await self.cache.lookup(_cache_key(server, handshake), fetch)
         except StatusUnavailable as exc:
             logger.info("status unavailable server=%s error=%s", server.name, quote(str(exc)))
             self.metrics.status_answer(server.name, "motd_unreachable")
             motd = pick_motd(server.motd, UNREACHABLE_STATES)
             return StatusAnswer(proxy_status_json(motd, BUILTIN_UNREACHABLE_TEXT, echo), "unreachable")
         self.metrics.status_answer(server.name, "backend" if fetched else "cache")
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "status answered server=%s host=%s source=%s",
+                server.name,
+                quote(handshake.host),
+                "backend" if fetched else "cache",
+            )
         return StatusAnswer(answer, "cache" if stored else "backend")
 
     async def _fetch(self, server: ServerConfig, handshake: Handshake, proxy_header: bytes) -> str:
@@ -206,6 +214,14 @@ class ServerList:
             raise StatusUnavailable(f"bad status answer: {exc}") from None
         finally:
             close(backend)
+
+
+def _cache_key(server: ServerConfig, handshake: Handshake) -> tuple[str, int, str]:
+    """What a cached answer is shared by: the server, the client's protocol, and the host the backend is
+    shown (a backend may answer each of its domains with its own MOTD). With a rewrite every client's host
+    becomes the same one, so the host does not split the cache."""
+    shown = routing_key(handshake.host) if server.domain_rewrite.kind is RewriteKind.NONE else ""
+    return (server.name, handshake.protocol_version, shown)
 
 
 async def _next_packet(stream: trio.SocketStream) -> Packet:
