@@ -841,12 +841,8 @@ def test_not_yet_enforced_keys_warn(
     ]
 
 
-# Keys added for features being built alongside; each leaves NOT_YET_ENFORCED when its feature lands.
-PENDING = frozenset({"ip_filter", "shutdown_grace", "hook_timeout", "log_format"})
-
-
 def test_every_key_is_enforced(main: Path, caplog: pytest.LogCaptureFixture) -> None:
-    assert set(NOT_YET_ENFORCED[ProxyConfig]) <= PENDING
+    assert NOT_YET_ENFORCED[ProxyConfig] == ()
     assert NOT_YET_ENFORCED[ServerConfig] == ()
     write(main, "[metrics]\nbind = '127.0.0.1:9200'\n[ban]\nenable_audit_log = false\n")
     server_file(main, "a.toml")

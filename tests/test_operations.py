@@ -224,3 +224,19 @@ async def test_sigterm_drains_for_shutdown_grace_and_a_second_one_ends_at_once(
         await stays.aclose()
     finally:
         proxy.stop()
+
+
+async def test_log_format_json_in_the_file_makes_json_lines(nursery: trio.Nursery, tmp_path: Path) -> None:
+    backend = await start_recording_backend(nursery)
+    config = write_config(tmp_path, backend.port, "0s")
+    config.write_text(config.read_text().replace('shutdown_grace = "0s"', 'log_format = "json"'))
+    proxy = ProxyProcess(config)
+    try:
+        line = await proxy.read_until("listening on")
+        record = json.loads(line)
+        assert record["event"].startswith("listening on") and record["level"] == "info"
+        proxy.process.send_signal(signal.SIGTERM)
+        with trio.fail_after(10):
+            assert await trio.to_thread.run_sync(proxy.process.wait) == 0
+    finally:
+        proxy.stop()

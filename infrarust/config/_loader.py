@@ -35,7 +35,7 @@ DEFAULT_CONFIG_FILE: Final = "infrarust.toml"
 # logs "<key> is accepted but not enforced yet". Remove a key from here when its feature lands.
 NOT_YET_ENFORCED: Final[Mapping[type, tuple[str, ...]]] = MappingProxyType(
     {
-        ProxyConfig: ("log_format",),
+        ProxyConfig: (),
         ServerConfig: (),
     }
 )
