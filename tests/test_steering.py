@@ -523,3 +523,32 @@ def _free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
     return port
+
+
+async def test_an_embedded_proxy_closes_its_pipe_pool_when_serve_ends(tmp_path: object) -> None:
+    import os
+
+    def open_pipes() -> int:
+        count = 0
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                count += os.readlink(f"/proc/self/fd/{fd}").startswith("pipe:")
+            except OSError:
+                continue
+        return count
+
+    before = open_pipes()
+    async with trio.open_nursery() as nursery:
+        backend = await start_recording_backend(nursery)
+        config = proxy_config(server("s", ["s.test"], [backend.address], mode=infrarust.ProxyMode.ZERO_COPY))
+        proxy = await start_proxy(nursery, config)
+        stream = await login(proxy, "s.test")
+        await wait_until(lambda: len(proxy.sessions) == 1)
+        await stream.send_eof()
+        await read_until_eof(stream)
+        await wait_until(lambda: not proxy.sessions)
+        assert open_pipes() > before  # the session's pipes went back to the proxy's pool, still open
+        await proxy.drain(0)
+        await trio.sleep(0.05)  # serve() returns after the drain and closes what it owns
+        nursery.cancel_scope.cancel()  # the test's backend
+    assert open_pipes() == before  # the pool went with the proxy: nothing process-wide outlives it
