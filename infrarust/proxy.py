@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import logging
 import signal
 import socket
 import struct
@@ -466,6 +467,14 @@ class Proxy:
                 return refusal
             server = connection.server
             assert server is not None and connection.handshake is not None
+            if log.enabled(logging.DEBUG):
+                log.debug(
+                    "route chosen",
+                    client=connection.client_text,
+                    host=connection.handshake.host,
+                    server=server.name,
+                    match=connection.route,
+                )
             proxy_header = _outbound_proxy_header(server, connection, stream)
             if isinstance(connection.event, LegacyPing):
                 await generation.serverlist.answer_legacy_ping(stream, connection.event, server, proxy_header)
@@ -794,7 +803,11 @@ def _first_bytes(connection: Connection, server: ServerConfig, address: Address)
     if not isinstance(event, Handshake):  # a legacy login is relayed exactly as it came
         return connection.received
     shown = backend_handshake(event, server, address)
-    return connection.received if shown is event else shown.encode() + connection.rest
+    if shown is event:
+        return connection.received
+    if log.enabled(logging.DEBUG):
+        log.debug("handshake rewritten", server=server.name, host=event.host, shown=shown.host)
+    return shown.encode() + connection.rest
 
 
 def _outbound_proxy_header(server: ServerConfig, connection: Connection, stream: trio.SocketStream) -> bytes:

@@ -41,7 +41,7 @@ class _Flight:
 
 
 class StatusCache:
-    """Status answers by key (server, protocol, host shown), fresh for ``ttl`` seconds, at most ``max_entries``.
+    """Status answers by key (server, protocol, host shown), fresh for ``ttl`` s, at most ``max_entries``.
 
     Concurrent requests for a key share one backend exchange. Failures are not cached: the next ping asks
     the backend again. ``ttl`` or ``max_entries`` of 0 turns caching off (exchanges are still shared).
