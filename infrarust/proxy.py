@@ -820,31 +820,19 @@ def _outbound_proxy_header(server: ServerConfig, connection: Connection, stream:
 
 def _log_session_end(player: Player, result: ForwardResult) -> None:
     duration = trio.current_time() - player.started_at
+    fields: dict[str, object] = {
+        "server": player.server.name,
+        "player": player.name or "-",
+        "mode": player.mode.value,
+        "c2b": result.client_to_backend,
+        "b2c": result.backend_to_client,
+        "reason": result.reason.value,
+        "duration": f"{duration:.3f}s",
+        "client": player.client_address,
+    }
     if result.error:
-        log.info(
-            "session ended",
-            server=player.server.name,
-            player=player.name or "-",
-            mode=player.mode.value,
-            c2b=result.client_to_backend,
-            b2c=result.backend_to_client,
-            reason=result.reason.value,
-            duration=f"{duration:.3f}s",
-            client=player.client_address,
-            error=result.error,
-        )
-    else:
-        log.info(
-            "session ended",
-            server=player.server.name,
-            player=player.name or "-",
-            mode=player.mode.value,
-            c2b=result.client_to_backend,
-            b2c=result.backend_to_client,
-            reason=result.reason.value,
-            duration=f"{duration:.3f}s",
-            client=player.client_address,
-        )
+        fields["error"] = result.error
+    log.info("session ended", **fields)
 
 
 def _address(get: Callable[[], Any]) -> tuple[str, int] | None:
