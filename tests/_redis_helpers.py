@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from _status_helpers import free_port
+from helpers import free_port
 
 from infrarust.config import RedisUrl
 

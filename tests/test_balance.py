@@ -17,7 +17,7 @@ from functools import partial
 import attrs
 import pytest
 import trio
-from _status_helpers import FakeStatusServer, free_port, start_fake_status_server, status_json
+from helpers import FakeStatusServer, free_port, start_fake_status_server, status_json
 
 from infrarust.backend import open_connection
 from infrarust.balance import MAX_SAMPLE, Balancer, Balancers, CheckResult, aggregate_status
@@ -213,7 +213,7 @@ async def test_a_single_address_is_never_left_out() -> None:
 
 
 async def test_check_counts_a_silent_listener_as_failed(nursery: trio.Nursery) -> None:
-    from _status_helpers import start_silent_server
+    from helpers import start_silent_server
 
     port = await start_silent_server(nursery)
     server = lobby([Address("127.0.0.1", port)], LoadBalance.FAILOVER)

@@ -16,10 +16,12 @@ from typing import Any
 import attrs
 import pytest
 import trio
-from _status_helpers import ask_status, decode_legacy_kick_text, legacy_login_1_6
 from helpers import (
     Backend,
+    ask_status,
+    decode_legacy_kick_text,
     handshake,
+    legacy_login_1_6,
     login_start,
     proxy_config,
     read_exactly,

@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 import trio
 from _cli_helpers import cli_process, run_to_end
-from _status_helpers import free_port
-from helpers import Backend, handshake, login_start, read_exactly, read_until_eof
+from helpers import Backend, free_port, handshake, login_start, read_exactly, read_until_eof
 
 import infrarust
 from infrarust.__main__ import build_parser

@@ -24,15 +24,17 @@ from pathlib import Path
 import attrs
 import pytest
 import trio
-from _status_helpers import ask_status, free_port, start_fake_status_server
 from helpers import (
     Backend,
+    ask_status,
+    free_port,
     handshake,
     login_start,
     proxy_config,
     read_exactly,
     read_until_eof,
     server,
+    start_fake_status_server,
     start_proxy,
     start_recording_backend,
 )

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 import trio
-from _status_helpers import ask_status, legacy_login_1_6
 from helpers import (
+    ask_status,
     handshake,
+    legacy_login_1_6,
     login_start,
     proxy_config,
     read_exactly,

@@ -14,8 +14,15 @@ from typing import Any
 
 import pytest
 import trio
-from _status_helpers import free_port, start_fake_status_server, start_silent_server, status_json
-from helpers import proxy_config, server, start_proxy
+from helpers import (
+    free_port,
+    proxy_config,
+    server,
+    start_fake_status_server,
+    start_proxy,
+    start_silent_server,
+    status_json,
+)
 
 from infrarust.config._models import Address, Motd, UnknownDomainBehavior
 from infrarust.protocol import Handshake, NextState

@@ -1,6 +1,6 @@
 """The server list through a real proxy on loopback: status relay, cache, MOTDs, legacy pings and logins.
 
-Backends here are small trio servers (``_status_helpers.FakeStatusServer``) that count their connections,
+Backends here are small trio servers (``helpers.FakeStatusServer``) that count their connections,
 so "one status exchange at the backend" is counted where it happens. Real third-party clients against a
 real Minecraft server are in ``e2e/test_e2e_status.py``.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from _status_helpers import (
+from helpers import (
     PING_TOKEN,
     WAIT,
     FakeStatusServer,
@@ -26,11 +26,16 @@ from _status_helpers import (
     legacy_login_1_6,
     next_packet,
     png_bytes,
+    proxy_config,
+    read_exactly,
+    read_until_eof,
+    server,
     start_fake_status_server,
+    start_proxy,
+    start_recording_backend,
     start_silent_server,
     status_json,
 )
-from helpers import proxy_config, read_exactly, read_until_eof, server, start_proxy, start_recording_backend
 
 import infrarust
 from infrarust._answersource import encode_source_request, mark_source

@@ -14,14 +14,14 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from _transport_helpers import (
+from helpers import (
     MIB,
     Received,
     Relay,
+    assert_eof,
     blob,
     cyclic_digest,
     exact,
-    expect_eof,
     open_fds,
     open_relay,
     pipe_fds,
@@ -105,11 +105,11 @@ async def test_half_close_passes_eof_and_keeps_the_other_direction(forwarder: Fo
         async def conversation() -> None:
             await send_then_eof(closer, early)
             assert await exact(other, len(early)) == early
-            await expect_eof(other)  # the EOF was passed on...
+            await assert_eof(other)  # the EOF was passed on...
             async with trio.open_nursery() as inner:  # ...and the closer still hears everything after it
                 inner.start_soon(send_then_eof, other, late)
                 assert await exact(closer, len(late)) == late
-                await expect_eof(closer)
+                await assert_eof(closer)
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(conversation)
@@ -144,7 +144,7 @@ async def test_reset_is_an_error_that_ends_both_directions(forwarder: Forwarder,
         survivor = pair.backend if resetter == "client" else pair.client
         await pair.proxy_client.aclose()
         await pair.proxy_backend.aclose()
-        await expect_eof(survivor)
+        await assert_eof(survivor)
     assert result.reason is ForwardEndReason.ERROR
     assert result.error
     assert (result.client_to_backend, result.backend_to_client) == (1000, 2000)
@@ -242,10 +242,10 @@ async def _one_session(forwarder: Forwarder, pair: Relay, ending: str) -> None:
             async def talk() -> None:
                 await send_then_eof(closer, payload)
                 await exact(other, len(payload))
-                await expect_eof(other)
+                await assert_eof(other)
                 await send_then_eof(other, payload)
                 await exact(closer, len(payload))
-                await expect_eof(closer)
+                await assert_eof(closer)
 
             nursery.start_soon(talk)
             result = await forward(forwarder, pair, traffic)
@@ -491,9 +491,9 @@ async def test_read_timeout_spares_a_busy_session(
             await trio.testing.wait_all_tasks_blocked()
             assert not results
         await pair.client.send_eof()
-        await expect_eof(pair.backend)
+        await assert_eof(pair.backend)
         await pair.backend.send_eof()
-        await expect_eof(pair.client)
+        await assert_eof(pair.client)
     (result,) = results
     assert result.reason is ForwardEndReason.CLIENT_CLOSED
     assert (result.client_to_backend, result.backend_to_client) == (24, 24)

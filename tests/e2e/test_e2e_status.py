@@ -18,8 +18,7 @@ from typing import Any, TypeVar
 
 import pytest
 import trio
-from _status_helpers import decode_legacy_kick_text, expect_eof, free_port
-from helpers import proxy_config, server, start_proxy
+from helpers import decode_legacy_kick_text, expect_eof, free_port, proxy_config, server, start_proxy
 from mcstatus import JavaServer, LegacyServer
 from mcstatus._net.address import Address as McAddress
 from mcstatus._protocol.io.connection import TCPSocketConnection
