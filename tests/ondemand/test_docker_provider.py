@@ -281,3 +281,23 @@ async def test_files_win_a_domain_and_a_file_reload_keeps_the_docker_routes(
             "lobby": ("renamed.docker.test",),
             "rival": ("shared.docker.test", "own.docker.test"),
         }
+
+
+async def test_a_reload_that_adds_docker_starts_the_provider_and_one_that_removes_it_drops_its_routes(
+    docker_daemon: DockerDaemon, containers: Containers
+) -> None:
+    config = proxy_config()
+    async with trio.open_nursery() as nursery:
+        proxy: infrarust.Proxy = await nursery.start(infrarust.serve, config)
+        routes = Routes()
+        await nursery.start(_follow, proxy, routes)
+        assert proxy._ondemand.provider is None
+        await containers.run(
+            "late", minecraft_container(port=free_port(), labels={"infrarust.enable": "true"})
+        )
+        await proxy.reload(attrs.evolve(config, docker=Docker(endpoint=docker_daemon.endpoint)))
+        await routes.wait(lambda now: "late" in now, timeout=10)
+        await proxy.reload(config)
+        await routes.wait(lambda now: "late" not in now, timeout=10)
+        assert proxy._ondemand.provider is None
+        nursery.cancel_scope.cancel()
