@@ -16,10 +16,11 @@ from typing import Final, Literal, get_args
 
 from infrarust.protocol import encode_packet, encode_string
 
-AnswerSource = Literal["backend", "cache", "unreachable", "unknown_domain"]
+AnswerSource = Literal["backend", "cache", "unreachable", "unknown_domain", "managed_state"]
 """``backend``: a status exchange made for this answer; ``cache``: the backend's answer from the status
 cache (at most ``[status_cache] ttl`` old); ``unreachable``: no backend answered, the proxy's
-``[motd.unreachable]`` answered; ``unknown_domain``: no server has the domain, ``[default_motd]`` answered."""
+``[motd.unreachable]`` answered; ``unknown_domain``: no server has the domain, ``[default_motd]`` answered;
+``managed_state``: a ``[server_manager]`` server that is not online, its ``[motd.<state>]`` answered."""
 ANSWER_SOURCES: Final[tuple[AnswerSource, ...]] = get_args(AnswerSource)
 FROM_BACKEND: Final = frozenset[AnswerSource]({"backend", "cache"})
 

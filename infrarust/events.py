@@ -36,6 +36,8 @@ RefusalReason = Literal[
     "handshake_timeout",
     "max_connections",
     "draining",
+    "server_starting",  # a [server_manager] server was not ready within start_timeout: retry
+    "server_crashed",  # a [server_manager] server crashed starting (or is in its back-off)
 ]
 """Why a connection went no further (``ConnectionRefused.reason``, the metrics label, the log field)."""
 

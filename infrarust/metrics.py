@@ -94,9 +94,11 @@ Outcome = Literal[
     "banned",
     "denied",
     "draining",
+    "server_starting",  # ondemand: a held login outlasted start_timeout
+    "server_crashed",  # ondemand: the managed server crashed while starting (or is in its back-off)
 ]
 OUTCOMES: Final[tuple[Outcome, ...]] = get_args(Outcome)  # every outcome starts at 0
-StatusSource = Literal["cache", "backend", "motd_unreachable", "motd_default"]
+StatusSource = Literal["cache", "backend", "motd_unreachable", "motd_default", "motd_state"]
 STATUS_SOURCES: Final[tuple[StatusSource, ...]] = get_args(StatusSource)
 ReloadResult = Literal["ok", "rejected"]
 RELOAD_RESULTS: Final[tuple[ReloadResult, ...]] = get_args(ReloadResult)

@@ -28,6 +28,7 @@ import trio
 
 from infrarust import logs
 from infrarust._listen import accept, open_listener
+from infrarust._ondemand import OnDemand
 from infrarust.admission import Admission, NetworkSet, parse_ip
 from infrarust.backend import backend_handshake, close, connect_backend
 from infrarust.bans import BanFileError, BanList, maintain, open_ban_list, open_ban_list_async
@@ -173,6 +174,8 @@ class Proxy:
         self._drained = trio.Event()
         self._ignored: collections.Counter[str] = collections.Counter()
         self.address: tuple[str, int] = (config.bind.host, config.bind.port)
+        # ondemand: routes from files, code (add_server) and Docker; [server_manager] servers
+        self._ondemand = OnDemand(config, self._routes_changed)
 
     # --- what an embedding program reads -------------------------------------------------------------
 
@@ -304,10 +307,33 @@ class Proxy:
         self.bans = bans
         if config.source is not None:
             self._file_config = config
+        config = self._ondemand.from_file(config)  # ondemand: the code and Docker routes are kept
         self._generation = _Generation(config, self.metrics)
+        await self._ondemand.follow(config, self._generation.serverlist)  # ondemand
         for listener in self._listeners:  # new keepalive settings for the connections accepted from now on
             tune_socket(listener.socket, config.keepalive)
         log.info("configuration reloaded", servers=len(config.servers))
+
+    # --- ondemand: servers added from code, and every provider's change (infrarust/_ondemand.py) ------
+
+    async def add_server(self, server: ServerConfig) -> None:
+        """Route ``server`` from now on (an added server of the same name is replaced), as a reload does:
+        sessions are untouched and ``ConfigReloaded`` is published. The configuration's own servers win a
+        domain or name they also claim (the conflict is logged); a reload keeps added servers."""
+        await self._ondemand.add_server(server)
+
+    async def remove_server(self, name: str) -> bool:
+        """Stop routing the server ``name`` added by :meth:`add_server` (its sessions go on); False when
+        no server of that name was added."""
+        return await self._ondemand.remove_server(name)
+
+    async def _routes_changed(self) -> None:
+        """A route provider changed: the running configuration with the merged servers, like a reload."""
+        config = self._ondemand.routed(self._generation.config)
+        self._generation = _Generation(config, self.metrics)
+        await self._ondemand.follow(config, self._generation.serverlist)
+        log.info("routes changed", servers=len(config.servers))
+        self._publish(ConfigReloaded(True))
 
     async def follow_signals(
         self,
@@ -375,6 +401,8 @@ class Proxy:
                     maintain, lambda: self.bans, lambda: self._generation.config.ban.purge_interval
                 )
                 services.start_soon(self._summarise_ignored)
+                await services.start(self._ondemand.run, config.docker)  # ondemand: managers, Docker routes
+                await self._ondemand.follow(self._generation.config, self._generation.serverlist)
                 if config.metrics is not None:
                     bind = worker_bind(config.metrics.bind, self._worker)
                     self.metrics_address = await services.start(serve_metrics, self.metrics, bind)
@@ -484,6 +512,9 @@ class Proxy:
                     stream, connection.handshake, connection.rest, server, proxy_header
                 )
                 return Answered("status")
+            held = await self._ondemand.wake(server)  # ondemand: a login waits for a managed server to start
+            if held is not None:
+                return held
             if not server.proxy_mode.is_forwarding:  # offline, client_only: the proxy speaks the protocol
                 return await serve_intercepted(self, stream, connection, config)
             started = trio.current_time()
@@ -604,6 +635,7 @@ class Proxy:
         """A session begins relaying: it is live (``sessions``, counts); ``SessionStarted`` is published."""
         self._sessions.add(player)
         self._players_by_server[player.server.name] += 1
+        self._ondemand.session_started(player.server)  # ondemand: idle detection
         self.metrics.connection("relayed")
         if self._events:
             self._events.publish(SessionStarted(player))
@@ -612,6 +644,7 @@ class Proxy:
         """A session is over (call exactly once per :meth:`session_started`, also when cancelled)."""
         self._sessions.discard(player)
         self._players_by_server[player.server.name] -= 1
+        self._ondemand.session_ended(player.server)  # ondemand: idle detection
         self._record(connection, Relayed(player, result))
 
     # --- finish --------------------------------------------------------------------------------------
@@ -733,6 +766,8 @@ _REFUSAL_EVENT: dict[str, str] = {
     "handshake_timeout": "handshake timeout",
     "max_connections": "connection refused",
     "draining": "connection refused",
+    "server_starting": "server starting",  # ondemand
+    "server_crashed": "server crashed",  # ondemand
 }
 
 

@@ -5,6 +5,7 @@ and legacy (pre-1.7) pings. The proxy hands connections here once it knows they 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import attrs
 import trio
@@ -12,7 +13,7 @@ import trio
 from infrarust._answersource import SOURCE_REQUEST_BODY, AnswerSource, mark_source
 from infrarust._logfmt import quote
 from infrarust.backend import backend_handshake, close, connect_backend
-from infrarust.config import ProxyConfig, RewriteKind, ServerConfig
+from infrarust.config import Motd, ProxyConfig, RewriteKind, ServerConfig
 from infrarust.metrics import Metrics
 from infrarust.protocol import (
     Handshake,
@@ -80,6 +81,9 @@ class ServerList:
         self.config = config
         self.cache = StatusCache(config.status_cache.ttl, config.status_cache.max_entries)
         self.metrics = metrics if metrics is not None else Metrics()
+        # ondemand: a managed server that is not online answers this MOTD (its state's) instead of asking
+        # its backend or the cache; the proxy sets it (infrarust/_ondemand.py). A ping never starts it.
+        self.managed_motd: Callable[[ServerConfig], Motd | None] | None = None
 
     async def answer_status(
         self,
@@ -168,6 +172,10 @@ class ServerList:
             self.metrics.status_answer("", "motd_default")
             motd = pick_motd(self.config.default_motd, DEFAULT_MOTD_STATES)
             return StatusAnswer(proxy_status_json(motd, BUILTIN_UNKNOWN_TEXT, echo), "unknown_domain")
+
+        if self.managed_motd is not None and (state_motd := self.managed_motd(server)) is not None:
+            self.metrics.status_answer(server.name, "motd_state")  # ondemand
+            return StatusAnswer(proxy_status_json(state_motd, "", echo), "managed_state")
 
         fetched = False  # this answer came from its own backend exchange, not the cache or a shared one
 

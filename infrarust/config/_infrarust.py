@@ -77,14 +77,8 @@ IGNORED: Final[Mapping[type, Mapping[str, tuple[type, str]]]] = MappingProxyType
 # The states a server file may give a [motd.<state>], as Infrarust v2 names them.
 MOTD_STATES: Final = ("online", "offline", "unreachable", "sleeping", "starting", "crashed", "stopping")
 # State -> why no answer ever uses its MOTD. Remove an entry when something shows the state.
-MOTD_STATES_UNUSED: Final[Mapping[str, str]] = MappingProxyType(
-    {
-        "sleeping": "server management is not built",
-        "starting": "server management is not built",
-        "stopping": "server management is not built",
-        "crashed": "server management is not built",
-    }
-)
+# ondemand: sleeping, starting, stopping, crashed: shown by [server_manager] servers (infrarust.manager).
+MOTD_STATES_UNUSED: Final[Mapping[str, str]] = MappingProxyType({})
 
 
 def not_built_message(cls: type, key: str, value: object) -> str:

@@ -1,24 +1,27 @@
 """The Docker route provider against a real dockerd: containers come and go, routes follow.
 
-The proxy is the real one (``infrarust.serve``), wired the way the proxy will wire the provider: every set
-the provider publishes is merged with the file servers and applied with ``proxy.reload(config)``. Players
-are the tests' real minecraft-protocol client, logging in through the proxy to the Minecraft server that
-runs inside the container.
+The proxy is the real one (``infrarust.serve`` with ``[docker]`` set): it runs the provider and applies
+each set it publishes like a reload (merged with the configuration's servers, a ``ConfigReloaded`` event).
+Players are the tests' real minecraft-protocol client, logging in through the proxy to the Minecraft server
+that runs inside the container.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import attrs
+import pytest
 import trio
 from e2e.harness import run_client
 from helpers import proxy_config
 
 import infrarust
-from infrarust.config import Docker, ProxyMode, ServerConfig
-from infrarust.providers import DockerProvider, merge_servers
+from infrarust.config import Docker, ProxyConfig, ProxyMode, ServerConfig, load_config
+from infrarust.providers import DockerProvider
 
 from ._daemon import Containers, DockerDaemon, free_port, minecraft_container
 
@@ -27,7 +30,7 @@ LISTEN_TIMEOUT = 20.0
 
 
 class Routes:
-    """What the provider published, with the trio time of each publication."""
+    """The servers the proxy routes after each ``ConfigReloaded``, with the trio time it was seen."""
 
     def __init__(self) -> None:
         self.history: list[tuple[float, tuple[ServerConfig, ...]]] = []
@@ -43,7 +46,7 @@ class Routes:
         return {server.name: server for server in (self.history[-1][1] if self.history else ())}
 
     async def wait(self, condition: Callable[[dict[str, ServerConfig]], bool], timeout: float) -> float:
-        """Wait until the published set satisfies ``condition``; the trio time it first did."""
+        """Wait until the routed set satisfies ``condition``; the trio time it first did."""
         with trio.fail_after(timeout):
             while True:
                 for at, servers in self.history:
@@ -52,24 +55,29 @@ class Routes:
                 await self._changed.wait()
 
 
+async def _follow(
+    proxy: infrarust.Proxy, routes: Routes, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    async with proxy.subscribe() as events:
+        routes.record(proxy.config.servers)
+        task_status.started()
+        async for event in events:
+            if isinstance(event, infrarust.ConfigReloaded) and event.ok:
+                routes.record(proxy.config.servers)
+
+
 @asynccontextmanager
 async def routed_proxy(
-    daemon: DockerDaemon, *, reconnect_delay: float = 0.2
+    daemon: DockerDaemon, *, reconnect_delay: float = 0.2, config: ProxyConfig | None = None
 ) -> AsyncIterator[tuple[infrarust.Proxy, DockerProvider, Routes]]:
-    base = proxy_config()
+    docker = Docker(endpoint=daemon.endpoint, reconnect_delay=reconnect_delay, poll_interval=30.0)
+    config = attrs.evolve(config or proxy_config(), docker=docker)
     routes = Routes()
     async with trio.open_nursery() as nursery:
-        proxy: infrarust.Proxy = await nursery.start(infrarust.serve, base)
-
-        async def on_change(servers: tuple[ServerConfig, ...]) -> None:
-            merged = merge_servers([("files", base.servers), ("docker", servers)])
-            await proxy.reload(attrs.evolve(base, servers=merged))
-            routes.record(servers)  # once applied: what the test waits for is what the proxy routes
-
-        config = Docker(endpoint=daemon.endpoint, reconnect_delay=reconnect_delay, poll_interval=30.0)
-        provider = DockerProvider(config, on_change)
-        await nursery.start(provider.run)
-        assert provider.connected
+        proxy: infrarust.Proxy = await nursery.start(infrarust.serve, config)
+        await nursery.start(_follow, proxy, routes)
+        provider = proxy._ondemand.provider
+        assert provider is not None and provider.connected
         yield proxy, provider, routes
         nursery.cancel_scope.cancel()
 
@@ -246,3 +254,50 @@ async def test_routes_come_back_after_dockerd_restarts(
         assert "phoenix" in {server.name for server in proxy.config.servers}
         await wait_listening(port)
         await login(node, proxy, "phoenix.docker.test", "after_restart")
+
+
+async def test_files_win_a_domain_and_a_file_reload_keeps_the_docker_routes(
+    docker_daemon: DockerDaemon, containers: Containers, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    main = tmp_path / "infrarust.toml"
+    main.write_text('bind = "127.0.0.1:0"\n[rate_limit]\nmax_connections = 0\nstatus_max = 0\n')
+    (tmp_path / "servers").mkdir()
+    lobby = tmp_path / "servers" / "lobby.toml"
+    lobby.write_text('domains = ["shared.docker.test"]\naddresses = ["127.0.0.1:1"]\n')
+    labels = {"infrarust.enable": "true", "infrarust.domains": "shared.docker.test, own.docker.test"}
+    async with routed_proxy(docker_daemon, config=load_config(main)) as (proxy, _provider, routes):
+        with caplog.at_level(logging.WARNING):
+            await containers.run("rival", minecraft_container(port=free_port(), labels=labels))
+            await routes.wait(lambda now: "rival" in now, timeout=5)
+        assert routes.current["lobby"].domains == ("shared.docker.test",)
+        assert routes.current["rival"].domains == ("own.docker.test",), "the file keeps its domain"
+        assert f"files:lobby ({lobby})" in caplog.text and "docker:rival" in caplog.text
+
+        # SIGHUP's path: the file is read again; the Docker routes stay.
+        lobby.write_text('domains = ["renamed.docker.test"]\naddresses = ["127.0.0.1:1"]\n')
+        await proxy.reload()
+        routed = {server.name: server.domains for server in proxy.config.servers}
+        assert routed == {
+            "lobby": ("renamed.docker.test",),
+            "rival": ("shared.docker.test", "own.docker.test"),
+        }
+
+
+async def test_a_reload_that_adds_docker_starts_the_provider_and_one_that_removes_it_drops_its_routes(
+    docker_daemon: DockerDaemon, containers: Containers
+) -> None:
+    config = proxy_config()
+    async with trio.open_nursery() as nursery:
+        proxy: infrarust.Proxy = await nursery.start(infrarust.serve, config)
+        routes = Routes()
+        await nursery.start(_follow, proxy, routes)
+        assert proxy._ondemand.provider is None
+        await containers.run(
+            "late", minecraft_container(port=free_port(), labels={"infrarust.enable": "true"})
+        )
+        await proxy.reload(attrs.evolve(config, docker=Docker(endpoint=docker_daemon.endpoint)))
+        await routes.wait(lambda now: "late" in now, timeout=10)
+        await proxy.reload(config)
+        await routes.wait(lambda now: "late" not in now, timeout=10)
+        assert proxy._ondemand.provider is None
+        nursery.cancel_scope.cancel()
