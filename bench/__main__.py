@@ -57,6 +57,7 @@ from bench._procs import (
     Backend,
     Contender,
     Direct,
+    Floor,
     HAProxy,
     Hold,
     Infrarust,
@@ -67,7 +68,9 @@ from bench._procs import (
 )
 
 PHASES = ("memory", "scaling", "bulk", "rtt", "connrate")
-ALL_CONTENDERS = ("direct", "zero_copy", "passthrough", "haproxy", "zero_copy_w2")
+ALL_CONTENDERS = ("direct", "floor", "zero_copy", "passthrough", "haproxy", "hooked", "zero_copy_w2")
+# Contenders that only take part in the connection-rate phase (and in the CPU per status ping).
+CONNRATE_ONLY = ("zero_copy_w2", "hooked")
 NOFILE = 65536
 
 
@@ -204,7 +207,7 @@ def hold_phase(run: Run, rnd: int, order: list[Contender]) -> None:
     s = run.settings
     levels = sorted(s.levels, reverse=True)
     for c in order:
-        if c.name == "zero_copy_w2" or not c.alive():
+        if c.name in CONNRATE_ONLY or not c.alive():
             continue
         try:
             hold_one(run, rnd, c, levels)
@@ -289,17 +292,25 @@ def round_contenders(run: Run, workroot: Path, rnd: int) -> Iterator[list[Conten
     try:
         if "direct" in s.contenders:
             started.append(Direct(run.backend))
+        if "floor" in s.contenders and "floor" not in run.not_built:
+            try:
+                started.append(Floor(run.backend))
+            except NotBuiltError as e:
+                run.not_built["floor"] = str(e)
         pending: list[Infrarust] = []
         for name, mode, workers in (
             ("zero_copy", "zero_copy", 1),
             ("passthrough", "passthrough", 1),
+            ("hooked", "zero_copy", 1),
             ("zero_copy_w2", "zero_copy", 2),
         ):
             if name not in s.contenders or name in run.not_built:
                 continue
-            if name == "zero_copy_w2" and "connrate" not in s.phases:
+            if name in CONNRATE_ONLY and "connrate" not in s.phases:
                 continue
-            p = Infrarust(name, run.backend, workroot / f"r{rnd}-{name}", mode, workers)
+            p = Infrarust(
+                name, run.backend, workroot / f"r{rnd}-{name}", mode, workers, embedded=name == "hooked"
+            )
             started.append(p)
             pending.append(p)
         if "haproxy" in s.contenders and "haproxy" not in run.not_built:
@@ -336,7 +347,7 @@ def run_rounds(run: Run) -> None:
                 # Rotate the order every round so no contender always runs first or last.
                 k = rnd % max(len(contenders), 1)
                 order = contenders[k:] + contenders[:k]
-                main = [c for c in order if c.name != "zero_copy_w2"]
+                main = [c for c in order if c.name not in CONNRATE_ONLY]
                 if "memory" in s.phases or "scaling" in s.phases:
                     hold_phase(run, rnd, main)
                 if "bulk" in s.phases:
@@ -456,7 +467,8 @@ def report(run: Run, started: float) -> dict[str, Any]:
     print("targets (ratios in this run):")
     for j in judged:
         r = j["ratio"]
-        shown = f"{r:.3f}x" if r is not None else "-"
+        unit = " us" if j["op"] == "diff<=" else "x"
+        shown = f"{r:.3f}{unit}" if r is not None else "-"
         print(f"  {j['status']:<9} {j['target']}: {shown}")
     for name, why in run.not_built.items():
         print(f"  not built: {name}: {why}")
