@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import os
 import pstats
 import re
@@ -117,6 +118,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--tools", default="cprofile,strace")
     p.add_argument("--top", type=int, default=0, help="also list the N functions called most per connection")
     p.add_argument("--files", action="store_true", help="also sum the Python calls per source file")
+    p.add_argument("--keep", help="work in a directory under this one and leave the profiles there")
     a = p.parse_args(argv)
     if not (BUILD / "loadgen").exists():
         print("build the load generator first: python -m bench.setup", file=sys.stderr)
@@ -124,7 +126,12 @@ def main(argv: list[str]) -> int:
     small = max(1, a.count // 10)
     backend = Backend(0)
     try:
-        with tempfile.TemporaryDirectory(prefix="infrarust-pathcount-") as tmp:
+        workdir = (
+            contextlib.nullcontext(a.keep)
+            if a.keep
+            else tempfile.TemporaryDirectory(prefix="infrarust-pathcount-")
+        )
+        with workdir as tmp:
             for tool in a.tools.split(","):
                 for relay in a.relays.split(","):
                     big_total, big = _one(relay, tool, a.count, backend, Path(tmp))
