@@ -92,9 +92,10 @@ endif
 
 test: lint typecheck pytest pytest313
 
+# ROUNDS=N: that many interleaved rounds (3 by default); BENCH_ARGS: any other option of python -m bench.
 bench: $(STAMP)
 	$(BIN)/python -m bench.setup
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(if $(ROUNDS),--repeats $(ROUNDS)) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(E2E)/node_modules .mypy_cache .ruff_cache .pytest_cache

@@ -1,9 +1,12 @@
 """The infrarust benchmark: ``python -m bench`` from the repository root (``make bench``).
 
 In one run it measures, interleaved and repeated (``--repeats``, 3 by default), a direct connection
-to the backend (no relay), infrarust ``zero_copy``, infrarust ``passthrough`` and HAProxy (tcp mode,
-splice forced both ways, same pipe size), and for the connection rate also infrarust ``zero_copy``
-with ``workers = 2``. Every connection the load generator makes starts with a real Minecraft
+to the backend (no relay), the floor (bench/floor.py: the smallest Trio relay doing infrarust's
+per-connection work, the measured limit of its design), infrarust ``zero_copy``, infrarust
+``passthrough`` and HAProxy (tcp mode, splice forced both ways, same pipe size), and for the
+connection rate also infrarust ``zero_copy`` with ``workers = 2`` and ``hooked`` (bench/embedded.py:
+``zero_copy`` embedded through ``infrarust.serve`` with a no-op ``on_pre_connect`` hook and one events
+subscriber). Every connection the load generator makes starts with a real Minecraft
 handshake and login start; the backend consumes them, then sinks, sources or echoes.
 
 Phases (``--phases``, all by default), in this order inside each round:
@@ -14,7 +17,8 @@ scaling   with 3,000 then 300 then 10 idle sessions held open, relay CPU per con
           the number of sessions the relay carries?
 bulk      throughput and relay CPU per GB, 1 and 8 streams, upload (client -> server) and download
 rtt       64-byte ping-pong round trip through one session, p50 and p99
-connrate  connect, handshake + login start, 32-byte echo, close, 50 at a time; relay CPU per conn
+connrate  connect, handshake + login start, 32-byte echo, close, 50 at a time; relay CPU per conn;
+          then the same for server-list pings (handshake + status request, response, ping, pong, close)
 
 Method notes: relay CPU is utime + stime from /proc/<pid>/stat, summed over the relay's process
 tree, read before and after each step with the relay left to go idle on both sides; memory is
@@ -57,6 +61,7 @@ from bench._procs import (
     Backend,
     Contender,
     Direct,
+    Floor,
     HAProxy,
     Hold,
     Infrarust,
@@ -67,7 +72,9 @@ from bench._procs import (
 )
 
 PHASES = ("memory", "scaling", "bulk", "rtt", "connrate")
-ALL_CONTENDERS = ("direct", "zero_copy", "passthrough", "haproxy", "zero_copy_w2")
+ALL_CONTENDERS = ("direct", "floor", "zero_copy", "passthrough", "haproxy", "hooked", "zero_copy_w2")
+# Contenders that only take part in the connection-rate phase (and in the CPU per status ping).
+CONNRATE_ONLY = ("zero_copy_w2", "hooked")
 NOFILE = 65536
 
 
@@ -157,9 +164,12 @@ def bulk_step(run: Run, c: Contender, streams: int, direction: str, ms: int) -> 
     return metrics
 
 
-def connrate_step(run: Run, c: Contender, ms: int) -> dict[str, Any]:
+def connrate_step(run: Run, c: Contender, ms: int, status: bool = False) -> dict[str, Any]:
+    """Connections per second and relay CPU per connection; ``status``: server-list pings (handshake +
+    status request, response, ping, pong, close) instead of logins with a 32-byte echo."""
     s = run.settings
     args = ["connrate", f"port={c.port}", f"domain={DOMAIN}", f"conc={s.conn_conc}", "payload=32"]
+    args += ["status=1"] if status else []
     args += [f"ms={ms}", "count=1000000", "grace_ms=3000"]
     res, relay_cpu, back_cpu = measure(run, c, lambda: run_loadgen(args, timeout=ms / 1e3 + 30))
     metrics: dict[str, Any] = {
@@ -204,7 +214,7 @@ def hold_phase(run: Run, rnd: int, order: list[Contender]) -> None:
     s = run.settings
     levels = sorted(s.levels, reverse=True)
     for c in order:
-        if c.name == "zero_copy_w2" or not c.alive():
+        if c.name in CONNRATE_ONLY or not c.alive():
             continue
         try:
             hold_one(run, rnd, c, levels)
@@ -289,17 +299,25 @@ def round_contenders(run: Run, workroot: Path, rnd: int) -> Iterator[list[Conten
     try:
         if "direct" in s.contenders:
             started.append(Direct(run.backend))
+        if "floor" in s.contenders and "floor" not in run.not_built:
+            try:
+                started.append(Floor(run.backend))
+            except NotBuiltError as e:
+                run.not_built["floor"] = str(e)
         pending: list[Infrarust] = []
         for name, mode, workers in (
             ("zero_copy", "zero_copy", 1),
             ("passthrough", "passthrough", 1),
+            ("hooked", "zero_copy", 1),
             ("zero_copy_w2", "zero_copy", 2),
         ):
             if name not in s.contenders or name in run.not_built:
                 continue
-            if name == "zero_copy_w2" and "connrate" not in s.phases:
+            if name in CONNRATE_ONLY and "connrate" not in s.phases:
                 continue
-            p = Infrarust(name, run.backend, workroot / f"r{rnd}-{name}", mode, workers)
+            p = Infrarust(
+                name, run.backend, workroot / f"r{rnd}-{name}", mode, workers, embedded=name == "hooked"
+            )
             started.append(p)
             pending.append(p)
         if "haproxy" in s.contenders and "haproxy" not in run.not_built:
@@ -336,7 +354,7 @@ def run_rounds(run: Run) -> None:
                 # Rotate the order every round so no contender always runs first or last.
                 k = rnd % max(len(contenders), 1)
                 order = contenders[k:] + contenders[:k]
-                main = [c for c in order if c.name != "zero_copy_w2"]
+                main = [c for c in order if c.name not in CONNRATE_ONLY]
                 if "memory" in s.phases or "scaling" in s.phases:
                     hold_phase(run, rnd, main)
                 if "bulk" in s.phases:
@@ -358,16 +376,21 @@ def run_rounds(run: Run) -> None:
                         if m:
                             log(f"  rtt {c.name}: p50 {m['p50_us']:.1f} us, p99 {m['p99_us']:.1f} us")
                 if "connrate" in s.phases:
-                    for c in order:
-                        case = f"connrate c{s.conn_conc}"
-                        m = attempt(
-                            run, (rnd, "connrate", case, c), partial(connrate_step, run, c, s.conn_ms)
-                        )
-                        if m:
-                            log(
-                                f"  connrate {c.name}: {m['cps']:.0f} conn/s, "
-                                f"{fmt_opt(m.get('cpu_us_per_conn'))} us/conn"
+                    for status in (False, True):
+                        case = f"{'status' if status else 'connrate'} c{s.conn_conc}"
+                        for c in order:
+                            if status and c.name == "zero_copy_w2":
+                                continue
+                            m = attempt(
+                                run,
+                                (rnd, "connrate", case, c),
+                                partial(connrate_step, run, c, s.conn_ms, status),
                             )
+                            if m:
+                                log(
+                                    f"  {case} {c.name}: {m['cps']:.0f} conn/s, "
+                                    f"{fmt_opt(m.get('cpu_us_per_conn'))} us/conn"
+                                )
 
 
 # What a failed step raises: the load generator failed or timed out, or printed something unexpected.
@@ -432,7 +455,7 @@ def report(run: Run, started: float) -> dict[str, Any]:
     values = _report.collect(run.trials)
     case_order = (
         [c for c, _, _ in bulk_cases()]
-        + ["rtt 64B", f"connrate c{s.conn_conc}", "idle sessions"]
+        + ["rtt 64B", f"connrate c{s.conn_conc}", f"status c{s.conn_conc}", "idle sessions"]
         + [f"scale {n}" for n in sorted(s.levels)]
     )
     contenders = [c for c in s.contenders if c not in run.not_built] + list(run.not_built)
@@ -456,7 +479,8 @@ def report(run: Run, started: float) -> dict[str, Any]:
     print("targets (ratios in this run):")
     for j in judged:
         r = j["ratio"]
-        shown = f"{r:.3f}x" if r is not None else "-"
+        unit = " us" if j["op"] == "diff<=" else "x"
+        shown = f"{r:.3f}{unit}" if r is not None else "-"
         print(f"  {j['status']:<9} {j['target']}: {shown}")
     for name, why in run.not_built.items():
         print(f"  not built: {name}: {why}")

@@ -193,13 +193,42 @@ class HAProxy(Contender):
         return self.proc.poll() is None
 
 
+class Floor(Contender):
+    """bench/floor.py: the smallest Trio relay doing infrarust's per-connection work (the design's limit)."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.name = "floor"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.floor", str(backend.port)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+        )
+        self.pid = self.proc.pid
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line.startswith("port "):
+            _stop(self.proc)
+            raise NotBuiltError(f"floor relay did not start: {line!r}")
+        self.port = int(line.split()[1])
+
+    def stop(self) -> None:
+        _stop(self.proc)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+
 _LISTENING = re.compile(r"listening on \[?([0-9a-fA-F.:]+?)\]?:(\d+)")
 
 
 class Infrarust(Contender):
     """``python -m infrarust run`` with one server routing bench.local to the backend."""
 
-    def __init__(self, name: str, backend: Backend, workdir: Path, mode: str, workers: int = 1) -> None:
+    def __init__(
+        self, name: str, backend: Backend, workdir: Path, mode: str, workers: int = 1, embedded: bool = False
+    ) -> None:
         self.name = name
         self.workers = workers
         self.workdir = workdir
@@ -220,8 +249,15 @@ class Infrarust(Contender):
         self.log: IO[str] = self.log_path.open("w")
         # stderr goes to a file, not a pipe: the proxy logs a line per session and must never block on
         # a full pipe, and nothing here has to spend CPU draining it during a trial.
+        # embedded: bench/embedded.py, the same file served through infrarust.serve with a no-op
+        # on_pre_connect hook and one events subscriber registered.
+        command = (
+            [sys.executable, "-m", "bench.embedded", str(cfg)]
+            if embedded
+            else [sys.executable, "-m", "infrarust", "run", "-c", str(cfg), "--bind", "127.0.0.1:0", *LOG]
+        )
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "infrarust", "run", "-c", str(cfg), "--bind", "127.0.0.1:0", *LOG],
+            command,
             stdin=subprocess.DEVNULL,
             stdout=self.log,
             stderr=subprocess.STDOUT,

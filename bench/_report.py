@@ -12,8 +12,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-CONTENDER_ORDER = ("direct", "zero_copy", "passthrough", "haproxy", "zero_copy_w2")
-RELAYS = ("zero_copy", "passthrough", "haproxy", "zero_copy_w2")
+CONTENDER_ORDER = ("direct", "floor", "zero_copy", "passthrough", "haproxy", "hooked", "zero_copy_w2")
+RELAYS = ("floor", "zero_copy", "passthrough", "haproxy", "hooked", "zero_copy_w2")
 INFRARUST = ("zero_copy", "passthrough")
 
 # (metric key, label, unit)
@@ -77,6 +77,14 @@ def ratio(values: Values, a: tuple[str, str, str], b: tuple[str, str, str]) -> f
     return statistics.median(per_round) if per_round else None
 
 
+def difference(values: Values, a: tuple[str, str, str], b: tuple[str, str, str]) -> float | None:
+    """Median over rounds of value(a) - value(b)."""
+    ra = values.get((a[1], a[2]), {}).get(a[0], {})
+    rb = values.get((b[1], b[2]), {}).get(b[0], {})
+    per_round = [ra[r] - rb[r] for r in ra if r in rb]
+    return statistics.median(per_round) if per_round else None
+
+
 @dataclass(frozen=True)
 class Target:
     """A pass/miss line: ratio of a to b compared with a threshold."""
@@ -84,12 +92,12 @@ class Target:
     label: str
     a: tuple[str, str, str]
     b: tuple[str, str, str]
-    op: str  # ">=", "<=", ">", "within" (max(x, 1/x) <= threshold)
+    op: str  # ">=", "<=", ">", "within" (max(x, 1/x) <= threshold), "diff<=" (a - b, not a ratio)
     threshold: float
 
     def judge(self, values: Values, not_built: dict[str, str]) -> dict[str, Any]:
         missing = [c for c in (self.a[0], self.b[0]) if c in not_built]
-        r = ratio(values, self.a, self.b)
+        r = difference(values, self.a, self.b) if self.op == "diff<=" else ratio(values, self.a, self.b)
         if missing:
             status = "not built"
         elif r is None:
@@ -98,7 +106,7 @@ class Target:
             status = "PASS" if r >= self.threshold else "MISS"
         elif self.op == ">":
             status = "PASS" if r > self.threshold else "MISS"
-        elif self.op == "<=":
+        elif self.op in ("<=", "diff<="):
             status = "PASS" if r <= self.threshold else "MISS"
         else:
             status = "PASS" if r > 0 and max(r, 1 / r) <= self.threshold else "MISS"
@@ -173,13 +181,61 @@ def targets(bulk_cases: list[str], levels: list[int]) -> list[Target]:
                 2.0,
             )
         )
+    # Issue 10: the floor (bench/floor.py) is the measured limit of the design.
+    for c in INFRARUST:
+        out.append(
+            Target(
+                f"{c}: CPU per connection <= 1.3x floor",
+                (c, "connrate c50", "cpu_us_per_conn"),
+                ("floor", "connrate c50", "cpu_us_per_conn"),
+                "<=",
+                1.3,
+            )
+        )
     out.append(
         Target(
-            "zero_copy workers=2: connection rate > workers=1",
+            "zero_copy: added round trip p50 <= 1.1x floor's",
+            ("zero_copy", "rtt 64B", "added_p50_us"),
+            ("floor", "rtt 64B", "added_p50_us"),
+            "<=",
+            1.1,
+        )
+    )
+    for case in bulk_cases:
+        out.append(
+            Target(
+                f"zero_copy {case}: CPU/GB <= 1.1x floor",
+                ("zero_copy", case, "cpu_s_per_gb"),
+                ("floor", case, "cpu_s_per_gb"),
+                "<=",
+                1.1,
+            )
+        )
+        out.append(
+            Target(
+                f"zero_copy {case}: throughput >= 0.95x floor",
+                ("zero_copy", case, "mbps"),
+                ("floor", case, "mbps"),
+                ">=",
+                0.95,
+            )
+        )
+    out.append(
+        Target(
+            "no-op on_pre_connect hook + 1 subscriber: <= 15 us CPU per connection (hooked - zero_copy, us)",
+            ("hooked", "connrate c50", "cpu_us_per_conn"),
+            ("zero_copy", "connrate c50", "cpu_us_per_conn"),
+            "diff<=",
+            15.0,
+        )
+    )
+    out.append(
+        Target(
+            "zero_copy workers=2: connection rate >= 1.8x workers=1",
             ("zero_copy_w2", "connrate c50", "cps"),
             ("zero_copy", "connrate c50", "cps"),
-            ">",
-            1.0,
+            ">=",
+            1.8,
         )
     )
     for c in INFRARUST:
@@ -238,7 +294,7 @@ def table(
     cols = [c for c in CONTENDER_ORDER if c in contenders]
     relays = [c for c in cols if c != "direct"]
     lines: list[str] = []
-    data: dict[str, Any] = {"medians": {}, "vs_haproxy": {}, "vs_direct": {}}
+    data: dict[str, Any] = {"medians": {}, "vs_floor": {}, "vs_haproxy": {}, "vs_direct": {}}
     width = 58
 
     def cell(c: str, v: float | None) -> str:
@@ -251,7 +307,11 @@ def table(
         meds = {c: median_of(values[(case, metric)].get(c, {})) for c in cols}
         data["medians"][key] = meds
         lines.append(f"{key:<{width}}" + "".join(f"{cell(c, meds[c]):>14}" for c in cols))
-    for ref, title in (("haproxy", "vs haproxy (x)"), ("direct", "vs direct (x)")):
+    for ref, title in (
+        ("floor", "vs floor, the smallest Trio relay (x)"),
+        ("haproxy", "vs haproxy (x)"),
+        ("direct", "vs direct (x)"),
+    ):
         lines.append("")
         others = [c for c in relays if c != ref]
         lines.append(f"{title:<{width}}" + "".join(f"{c:>14}" for c in others))

@@ -8,6 +8,8 @@
  *   echo    echo everything until EOF, then close
  *   echoN   echo N bytes, then close first (so TIME_WAIT lands on this server side, not on the
  *           load generator's ephemeral ports)
+ * A handshake asking for the status (next state 1) is a server-list ping instead: each status request
+ * gets a small status response, a ping gets its pong, and the server closes after the pong.
  *
  * A sink sets SO_RCVLOWAT (lowat=, 128 KiB by default) so that it is woken once per 128 KiB rather
  * than once per segment: on these VMs a wakeup across CPUs costs tens of microseconds, and the
@@ -22,7 +24,7 @@
 #include <arpa/inet.h>
 #include <sys/epoll.h>
 
-enum state { ST_LOGIN, ST_SINK, ST_SOURCE, ST_ECHO, ST_DRAIN };
+enum state { ST_LOGIN, ST_SINK, ST_SOURCE, ST_ECHO, ST_DRAIN, ST_STATUS };
 
 #define MAX_FD 65536
 #define LOGIN_BUF 640
@@ -43,6 +45,7 @@ static struct conn *conns[MAX_FD];
 static int ep = -1;
 static int g_lowat = 131072;
 static volatile sig_atomic_t stopping = 0;
+static unsigned long long n_statuses;
 static unsigned long long n_accepted, n_logins, n_bad, n_closed, n_accept_err, bytes_in, bytes_out;
 
 static void on_signal(int sig) {
@@ -94,6 +97,10 @@ static int parse_login(const unsigned char *p, size_t len, char *name, size_t *c
             if (parse_string(p, end, &q, host, sizeof host) < 0 || q + 2 > end) return -1;
             q += 2;
             m = get_varint(p + q, end - q, &v);
+            if (m > 0 && v == 1) { /* status: the handshake is all there is to parse */
+                *consumed = end;
+                return 2;
+            }
             if (m <= 0 || v != 2) return -1;
         } else {
             if (parse_string(p, end, &q, name, 17) < 0) return -1;
@@ -168,6 +175,64 @@ static void start_mode(struct conn *c, const char *name, const unsigned char *re
     }
 }
 
+static const char STATUS_JSON[] =
+    "{\"version\":{\"name\":\"1.20.4\",\"protocol\":765},"
+    "\"players\":{\"max\":100,\"online\":0},\"description\":{\"text\":\"bench\"}}";
+
+/* Answers the complete status requests and pings in hbuf; 1 once the pong is sent (close then). */
+static int status_step(struct conn *c) {
+    size_t off = 0;
+    int done = 0;
+    while (!done) {
+        uint32_t plen, id;
+        int k = get_varint(c->hbuf + off, c->hlen - off, &plen);
+        if (k <= 0 || off + (size_t)k + plen > c->hlen || plen == 0) break;
+        unsigned char *body = c->hbuf + off + k;
+        if (get_varint(body, plen, &id) != 1) return -1;
+        unsigned char out[256];
+        size_t n = 0;
+        if (id == 0x00) {
+            size_t jl = sizeof STATUS_JSON - 1;
+            unsigned char inner[200];
+            size_t b = put_varint(inner, 0x00);
+            b += put_varint(inner + b, (uint32_t)jl);
+            n = put_varint(out, (uint32_t)(b + jl));
+            memcpy(out + n, inner, b);
+            n += b;
+            memcpy(out + n, STATUS_JSON, jl);
+            n += jl;
+        } else if (id == 0x01 && plen == 9) {
+            memcpy(out, c->hbuf + off, (size_t)k + plen);
+            n = (size_t)k + plen;
+            done = 1;
+        } else {
+            return -1;
+        }
+        if (send(c->fd, out, n, MSG_NOSIGNAL | MSG_DONTWAIT) != (ssize_t)n) return -1;
+        bytes_out += n;
+        off += (size_t)k + plen;
+    }
+    memmove(c->hbuf, c->hbuf + off, c->hlen - off);
+    c->hlen -= off;
+    return done;
+}
+
+static void on_status_readable(struct conn *c) {
+    ssize_t r = recv(c->fd, c->hbuf + c->hlen, LOGIN_BUF - c->hlen, MSG_DONTWAIT);
+    if (r <= 0) {
+        if (r < 0 && errno == EAGAIN) return;
+        conn_close(c);
+        return;
+    }
+    c->hlen += (size_t)r;
+    int s = status_step(c);
+    if (s != 0) {
+        if (s < 0) n_bad++;
+        else n_statuses++;
+        conn_close(c);
+    }
+}
+
 static void on_login_readable(struct conn *c) {
     ssize_t r = recv(c->fd, c->hbuf + c->hlen, LOGIN_BUF - c->hlen, MSG_DONTWAIT);
     if (r <= 0) {
@@ -183,6 +248,16 @@ static void on_login_readable(struct conn *c) {
     if (p < 0) {
         n_bad++;
         conn_close(c);
+    } else if (p == 2) {
+        c->st = ST_STATUS;
+        memmove(c->hbuf, c->hbuf + used, c->hlen - used);
+        c->hlen -= used;
+        int s = status_step(c);
+        if (s != 0) {
+            if (s < 0) n_bad++;
+            else n_statuses++;
+            conn_close(c);
+        }
     } else if (p > 0) {
         start_mode(c, name, c->hbuf + used, c->hlen - used);
     }
@@ -192,6 +267,9 @@ static void on_event(struct conn *c, uint32_t ev) {
     switch (c->st) {
     case ST_LOGIN:
         on_login_readable(c);
+        return;
+    case ST_STATUS:
+        on_status_readable(c);
         return;
     case ST_SINK:
     case ST_DRAIN: {
@@ -318,7 +396,8 @@ int main(int argc, char **argv) {
         }
     }
     printf("{\"accepted\": %llu, \"logins\": %llu, \"bad_logins\": %llu, \"closed\": %llu, "
-           "\"accept_errors\": %llu, \"bytes_in\": %llu, \"bytes_out\": %llu, \"splice\": %d}\n",
-           n_accepted, n_logins, n_bad, n_closed, n_accept_err, bytes_in, bytes_out, g_use_splice);
+           "\"accept_errors\": %llu, \"bytes_in\": %llu, \"bytes_out\": %llu, \"splice\": %d, "
+           "\"statuses\": %llu}\n",
+           n_accepted, n_logins, n_bad, n_closed, n_accept_err, bytes_in, bytes_out, g_use_splice, n_statuses);
     return 0;
 }

@@ -9,7 +9,8 @@
  *   loadgen bulk     port=P [domain=D] streams=N dir=up|down warmup_ms=W ms=M [timeout_ms=T]
  *                    [lowat=131072: SO_RCVLOWAT of the downloading sink, see backend.c]
  *   loadgen ping     port=P [domain=D] size=64 count=N ms=M warmup=K
- *   loadgen connrate port=P [domain=D] conc=50 payload=32 count=N ms=M [grace_ms=G]
+ *   loadgen connrate port=P [domain=D] conc=50 payload=32 count=N ms=M [grace_ms=G] [status=1]
+ *            status=1: server-list pings instead (handshake + status request, response, ping, pong, close)
  *   loadgen hold     port=P [domain=D]     then commands on stdin, one JSON answer each:
  *                    "open N" (open sessions until N are established), "close N" (close down to
  *                    N), "check" (count sessions the peer closed), "quit"
@@ -249,16 +250,38 @@ static int cmd_ping(int size, int count, int ms, int warmup) {
 
 /* ------------------------------------------------------------------ connrate */
 
-enum { C_FREE, C_CONNECTING, C_READING };
+enum { C_FREE, C_CONNECTING, C_READING, C_STATUS, C_PONG };
 
 struct slot {
     int fd;
     int st;
     size_t got;
     int64_t start;
+    size_t need;           /* status: bytes of the status response frame, once its length is known */
+    unsigned char hdr[5];  /* status: the response's length prefix as it arrives */
 };
 
-static int cmd_connrate(int conc, int payload, int count, int ms, int grace_ms) {
+/* A server-list ping's first message: handshake (next state 1, status) and the status request. */
+static size_t status_bytes(unsigned char *out) {
+    unsigned char body[400];
+    size_t n = 0, b = 0;
+    b += put_varint(body + b, 0x00);
+    b += put_varint(body + b, 765);
+    b += put_string(body + b, g_domain);
+    body[b++] = (unsigned char)(g_port >> 8);
+    body[b++] = (unsigned char)(g_port & 0xff);
+    b += put_varint(body + b, 1);
+    n += put_varint(out + n, (uint32_t)b);
+    memcpy(out + n, body, b);
+    n += b;
+    out[n++] = 0x01; /* status request: length 1, id 0x00 */
+    out[n++] = 0x00;
+    return n;
+}
+
+static const unsigned char PING[10] = {0x09, 0x01, 1, 2, 3, 4, 5, 6, 7, 8};
+
+static int cmd_connrate(int conc, int payload, int count, int ms, int grace_ms, int status) {
     double t0 = now_s(), cpu0 = cpu_self_s();
     if (payload <= 0 || payload > 1024) payload = 32;
     int ep = epoll_create1(EPOLL_CLOEXEC);
@@ -317,15 +340,21 @@ static int cmd_connrate(int conc, int payload, int count, int ms, int grace_ms) 
                     LAUNCH(i);
                     continue;
                 }
-                size_t m = login_bytes(msg, name);
-                memcpy(msg + m, expect, (size_t)payload);
-                m += (size_t)payload;
+                size_t m;
+                if (status) {
+                    m = status_bytes(msg);
+                } else {
+                    m = login_bytes(msg, name);
+                    memcpy(msg + m, expect, (size_t)payload);
+                    m += (size_t)payload;
+                }
                 if (send(x->fd, msg, m, MSG_NOSIGNAL | MSG_DONTWAIT) != (ssize_t)m) {
                     FINISH(i, 0);
                     LAUNCH(i);
                     continue;
                 }
-                x->st = C_READING;
+                x->st = status ? C_STATUS : C_READING;
+                x->need = 0;
                 struct epoll_event e = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
                 epoll_ctl(ep, EPOLL_CTL_MOD, x->fd, &e);
             } else if (x->st == C_READING) {
@@ -344,6 +373,49 @@ static int cmd_connrate(int conc, int payload, int count, int ms, int grace_ms) 
                 /* EOF (the backend closes after echoing) or error */
                 FINISH(i, r == 0 && x->got == (size_t)payload);
                 LAUNCH(i);
+            } else if (x->st == C_STATUS || x->st == C_PONG) {
+                /* Server-list ping: the status response (one frame), then our ping and its pong. */
+                ssize_t r = recv(x->fd, in, sizeof in, MSG_DONTWAIT);
+                if (r < 0 && errno == EAGAIN) continue;
+                if (r <= 0) {
+                    FINISH(i, 0);
+                    LAUNCH(i);
+                    continue;
+                }
+                int bad = 0;
+                for (ssize_t k2 = 0; k2 < r && !bad; k2++) {
+                    if (x->st == C_PONG) {
+                        if (x->got >= sizeof PING || in[k2] != PING[x->got]) bad = 1;
+                        x->got++;
+                        continue;
+                    }
+                    if (x->need == 0) {
+                        if (x->got >= sizeof x->hdr) {
+                            bad = 1;
+                            break;
+                        }
+                        x->hdr[x->got++] = in[k2];
+                        uint32_t len;
+                        int h = get_varint(x->hdr, x->got, &len);
+                        if (h < 0) bad = 1;
+                        else if (h > 0) x->need = (size_t)h + len;
+                        continue;
+                    }
+                    x->got++;
+                    if (x->got == x->need) {
+                        if (k2 + 1 != r) bad = 1; /* nothing may come before our ping */
+                        else if (send(x->fd, PING, sizeof PING, MSG_NOSIGNAL | MSG_DONTWAIT) != sizeof PING) bad = 1;
+                        x->st = C_PONG;
+                        x->got = 0;
+                    }
+                }
+                if (bad) {
+                    FINISH(i, 0);
+                    LAUNCH(i);
+                } else if (x->st == C_PONG && x->got == sizeof PING) {
+                    FINISH(i, 1); /* a client closes once it has its pong */
+                    LAUNCH(i);
+                }
             }
         }
         /* Slots left empty by a failed connect() get another chance while time remains. */
@@ -543,7 +615,7 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "connrate") == 0)
         return cmd_connrate((int)arg_long(argc, argv, "conc", 50), (int)arg_long(argc, argv, "payload", 32),
                             (int)arg_long(argc, argv, "count", 100000), (int)arg_long(argc, argv, "ms", 2000),
-                            (int)arg_long(argc, argv, "grace_ms", 3000));
+                            (int)arg_long(argc, argv, "grace_ms", 3000), (int)arg_long(argc, argv, "status", 0));
     if (strcmp(cmd, "hold") == 0) return cmd_hold();
     fprintf(stderr, "loadgen: unknown command %s\n", cmd);
     return 2;

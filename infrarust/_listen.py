@@ -9,12 +9,32 @@ import trio
 
 from infrarust import logs
 from infrarust.config._models import Address, Keepalive
-from infrarust.transport import tune_socket
+from infrarust.transport import relay_stream, tune_socket
 
 log = logs.get_logger("infrarust.listener")
 
 # Accept errors that mean "out of a resource for a moment", not "the listener is broken".
 ACCEPT_CAPACITY_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+# Errors about one connection that died before it was accepted (accept(2), "Error handling"): the next one
+# is tried at once, as trio.SocketListener does.
+ACCEPT_SKIP_ERRORS = frozenset(
+    getattr(errno, name)
+    for name in (
+        "EPERM",
+        "ECONNABORTED",
+        "EPROTO",
+        "ENETDOWN",
+        "ENOPROTOOPT",
+        "EHOSTDOWN",
+        "ENONET",
+        "EHOSTUNREACH",
+        "EOPNOTSUPP",
+        "ENETUNREACH",
+    )
+    if hasattr(errno, name)
+)
+# The listening socket was closed under the accept.
+ACCEPT_CLOSED_ERRORS = frozenset({errno.EBADF, errno.ENOTSOCK})
 ACCEPT_RETRY_DELAY = 0.1
 LISTEN_BACKLOG = 4096
 
@@ -42,6 +62,9 @@ async def open_listener(
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if keepalive is not None:
             tune_socket(sock, keepalive)
+        else:
+            # Accepted connections inherit it; accept() wraps them without setting it again.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         await sock.bind(sockaddr)
         sock.listen(backlog)
     except BaseException:
@@ -52,12 +75,24 @@ async def open_listener(
 
 async def accept(listener: trio.SocketListener, what: str) -> trio.SocketStream:
     """The next connection; running out of fds or memory for a moment is logged and retried, other
-    errors (a broken listener) are raised."""
+    errors (a broken listener) are raised (``trio.ClosedResourceError`` once the listener is closed).
+
+    The socket is accepted from the listener's trio socket directly (which tries accept(2) before it waits,
+    so a burst of connections is taken without a wait between them) and wrapped by ``relay_stream``:
+    ``trio.SocketListener.accept`` would build a SocketStream that sets two socket options the relay
+    does not want (TCP_NODELAY comes from the listener, see ``open_listener``).
+    """
     while True:
         try:
-            return await listener.accept()
+            sock, _ = await listener.socket.accept()
         except OSError as exc:
+            if exc.errno in ACCEPT_SKIP_ERRORS:
+                continue
+            if exc.errno in ACCEPT_CLOSED_ERRORS:
+                raise trio.ClosedResourceError from None
             if exc.errno not in ACCEPT_CAPACITY_ERRORS:
                 raise
             log.error("accept failed, retrying", listener=what, error=exc.strerror or str(exc))
+        else:
+            return relay_stream(sock)
         await trio.sleep(ACCEPT_RETRY_DELAY)

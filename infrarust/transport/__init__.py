@@ -12,3 +12,4 @@ from ._session import Forwarder as Forwarder
 from ._sockopts import tune_socket as tune_socket
 from ._sockopts import unacknowledged as unacknowledged
 from ._splice import SpliceForwarder as SpliceForwarder
+from ._stream import relay_stream as relay_stream

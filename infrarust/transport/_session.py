@@ -22,7 +22,7 @@ from infrarust import logs
 from infrarust.config._durations import format_duration
 
 from ._result import ForwardEndReason, ForwardResult, Traffic
-from ._sockopts import lift_send_limit
+from ._stream import lift_send_limit
 
 log = logs.get_logger("infrarust.transport")
 
@@ -235,15 +235,22 @@ class Session:
 
 
 def _reset_by_peer(sock: trio.socket.SocketType) -> str | None:
-    """Why ``sock`` is broken if its EOF was really a reset, else None."""
+    """Why ``sock`` is broken if its EOF was really a reset, else None.
+
+    One getsockopt in the common case: tcpi_state (the first byte of struct tcp_info) is CLOSE after a
+    reset (Linux's tcp_reset sets the pending error and closes the socket in one go), while a FIN we have
+    not answered leaves it in CLOSE_WAIT. Only a CLOSE socket is asked for its pending error, for the
+    message. Where TCP_INFO is missing, the pending error alone decides.
+    """
     try:
+        if _TCP_INFO is not None:
+            if sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 1)[0] != _TCP_CLOSE:
+                return None
+            pending = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            return f"[Errno {pending or errno.ECONNRESET}] {os.strerror(pending or errno.ECONNRESET)}"
         pending = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if pending:
             return f"[Errno {pending}] {os.strerror(pending)}"
-        # tcpi_state is the first byte of struct tcp_info. A FIN we have not answered leaves the socket in
-        # CLOSE_WAIT; only a reset (or an abort) takes it straight to CLOSE.
-        if _TCP_INFO is not None and sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 1)[0] == _TCP_CLOSE:
-            return f"[Errno {errno.ECONNRESET}] {os.strerror(errno.ECONNRESET)}"
     except OSError:
         pass  # not TCP, or no such option here: take the EOF at its word
     return None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import functools
 import math
@@ -24,7 +23,6 @@ _MAX_KEEPALIVE_PROBES = 127
 _TCP_KEEPIDLE: int | None = getattr(socket, "TCP_KEEPIDLE", None) or getattr(socket, "TCP_KEEPALIVE", None)
 _TCP_KEEPINTVL: int | None = getattr(socket, "TCP_KEEPINTVL", None)
 _TCP_KEEPCNT: int | None = getattr(socket, "TCP_KEEPCNT", None)
-_TCP_NOTSENT_LOWAT: int | None = getattr(socket, "TCP_NOTSENT_LOWAT", None)
 
 
 def _whole_seconds(seconds: float) -> int:
@@ -50,7 +48,9 @@ def socket_options(keepalive: Keepalive) -> tuple[tuple[int, int, int], ...]:
     return tuple(options)
 
 
-def tune_socket(stream: trio.SocketStream | trio.socket.SocketType, keepalive: Keepalive) -> None:
+def tune_socket(
+    stream: trio.SocketStream | trio.socket.SocketType | socket.socket, keepalive: Keepalive
+) -> None:
     """Set TCP_NODELAY, SO_KEEPALIVE and the keepalive timers on a relayed connection.
 
     Game traffic is small packets: Nagle plus delayed ACK would add ~40 ms per round trip. Keepalive finds
@@ -68,20 +68,6 @@ def tune_socket(stream: trio.SocketStream | trio.socket.SocketType, keepalive: K
             sock.setsockopt(level, option, value)
         except OSError:
             continue  # unsupported here (e.g. not a TCP socket) or the peer is already gone
-
-
-def lift_send_limit(stream: trio.SocketStream) -> None:
-    """Undo trio's 16 KiB ``TCP_NOTSENT_LOWAT`` on a relayed socket (0 = the system default: no limit).
-
-    trio sets it on every SocketStream so that its own writers do not queue much unsent data. A relay wants
-    the opposite: a socket reports writable only once its unsent bytes fall under the mark, so with 16 KiB
-    a bulk transfer wakes the relay several times per 64 KiB. Measured on a 1-stream download through
-    zero_copy: ~0.43 -> ~0.32 relay CPU seconds per GB.
-    """
-    if _TCP_NOTSENT_LOWAT is None:
-        return
-    with contextlib.suppress(OSError):
-        stream.socket.setsockopt(socket.IPPROTO_TCP, _TCP_NOTSENT_LOWAT, 0)
 
 
 # SIOCOUTQ (Linux, the same number as TIOCOUTQ): bytes in a TCP socket's send queue that the peer has not

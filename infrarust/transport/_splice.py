@@ -29,8 +29,6 @@ os_splice = getattr(os, "splice", None)
 
 _SPLICE_FLAGS: int = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
 
-# Reads smaller than this go straight back to waiting for the source (see the loop).
-SMALL_READ = 4096
 # Bytes a direction may move without yielding to the scheduler.
 CHECKPOINT_BYTES = 4 * 1024 * 1024
 
@@ -149,15 +147,10 @@ class SpliceForwarder(SessionForwarder):
                         traffic.backend_to_client += sent
                 if leftover is not None:
                     break
-                if moved < SMALL_READ:
-                    # A packet-sized read means the source is most likely empty now: wait for it rather than
-                    # ask and get EAGAIN (a syscall and an exception per game packet, ~1 us each way of the
-                    # round trip). Bulk reads are larger and keep asking, which beats a scheduler pass.
-                    pool.release(pipe)
-                    pipe = None
-                    unyielded = 0
-                    await trio.lowlevel.wait_readable(src)
-                    continue
+                # After a read the source is asked again rather than waited for: on a connection's last
+                # packet the EOF is often already there (one splice returning 0, where a wait would cost
+                # an epoll_ctl and a scheduler pass per direction), and the minimal Trio relay does the
+                # same. A game packet then costs one splice that gets EAGAIN before the wait.
                 unyielded += moved
                 if unyielded >= CHECKPOINT_BYTES:
                     unyielded = 0
