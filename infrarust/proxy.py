@@ -28,7 +28,7 @@ import trio
 from infrarust import logs
 from infrarust._listen import accept, open_listener
 from infrarust.admission import Admission, NetworkSet, parse_ip
-from infrarust.backend import backend_handshake, close, connect_backend
+from infrarust.backend import backend_handshake, close
 from infrarust.bans import BanFileError, BanList, maintain, open_ban_list, open_ban_list_async
 from infrarust.config import (
     Address,
@@ -72,6 +72,7 @@ from infrarust.protocol import (
     encode_proxy_v2,
 )
 from infrarust.routing import Router
+from infrarust.scaling import Scaling
 from infrarust.serverlist import ServerList
 from infrarust.transport import (
     ForwardEndReason,
@@ -116,11 +117,12 @@ class Relayed:
 class _Generation:
     """Everything derived from one configuration; a reload swaps it whole, so a connection sees one."""
 
-    def __init__(self, config: ProxyConfig, metrics: Metrics) -> None:
+    def __init__(self, config: ProxyConfig, metrics: Metrics, scaling: Scaling | None = None) -> None:
         self.config = config
         self.router = Router(config.servers)
         self.admission = Admission(config, self.router)
         self.serverlist = ServerList(config, metrics)
+        self.serverlist.scaling = scaling  # fleetwire: balanced status order, fleet-wide counts
         self.trusted = NetworkSet(config.proxy_protocol_trusted)
 
 
@@ -152,7 +154,9 @@ class Proxy:
         )
         self.metrics_address: tuple[str, int] | None = None
         self._worker = worker
-        self._generation = _Generation(config, self.metrics)
+        # fleetwire: balancers, health checks and the [cluster] fleet; they outlive reloads
+        self.scaling = Scaling(config, self.metrics)
+        self._generation = _Generation(config, self.metrics, self.scaling)
         # What the file said, before command-line options: a reload from the file is compared with it.
         self._file_config = file_config if file_config is not None else config
         # serve() reads the ban file off the event loop and passes it in.
@@ -303,7 +307,8 @@ class Proxy:
         self.bans = bans
         if config.source is not None:
             self._file_config = config
-        self._generation = _Generation(config, self.metrics)
+        self._generation = _Generation(config, self.metrics, self.scaling)
+        self.scaling.reload(config)  # fleetwire
         for listener in self._listeners:  # new keepalive settings for the connections accepted from now on
             tune_socket(listener.socket, config.keepalive)
         log.info("configuration reloaded", servers=len(config.servers))
@@ -374,6 +379,8 @@ class Proxy:
                     maintain, lambda: self.bans, lambda: self._generation.config.ban.purge_interval
                 )
                 services.start_soon(self._summarise_ignored)
+                # fleetwire: health checks, and the fleet joined (or degraded) before accepting
+                await services.start(self.scaling.run, self.bans.entries)
                 if config.metrics is not None:
                     bind = worker_bind(config.metrics.bind, self._worker)
                     self.metrics_address = await services.start(serve_metrics, self.metrics, bind)
@@ -439,6 +446,7 @@ class Proxy:
                 if outcome is not None:
                     await self._finish(stream, connection, generation, outcome)
             finally:
+                self.scaling.end(connection)  # fleetwire: its fleet reservation and balancer session
                 self._connections -= 1
                 if self._connections == 0 and self._draining:
                     self._idle.set()
@@ -478,7 +486,7 @@ class Proxy:
             if not server.proxy_mode.is_forwarding:  # offline, client_only: the proxy speaks the protocol
                 return await serve_intercepted(self, stream, connection, config)
             started = trio.current_time()
-            connected = await connect_backend(server, config.connect_timeout, config.keepalive)
+            connected = await self.scaling.connect(connection, server, config)  # fleetwire: balanced
             if connected is None:
                 return Refusal("backend_unreachable", server.disconnect_message)
             self.metrics.backend_connect_time(server.name, trio.current_time() - started)

@@ -5,6 +5,7 @@ and legacy (pre-1.7) pings. The proxy hands connections here once it knows they 
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import attrs
 import trio
@@ -13,6 +14,7 @@ from infrarust._answersource import SOURCE_REQUEST_BODY, AnswerSource, mark_sour
 from infrarust._logfmt import quote
 from infrarust.backend import backend_handshake, close, connect_backend
 from infrarust.config._models import ProxyConfig, ServerConfig
+from infrarust.health import is_monitored
 from infrarust.metrics import Metrics
 from infrarust.protocol import (
     Handshake,
@@ -37,10 +39,14 @@ from infrarust.status import (
     StatusCache,
     StatusUnavailable,
     apply_online_motd,
+    fleet_online,
     legacy_view,
     pick_motd,
     proxy_status_json,
 )
+
+if TYPE_CHECKING:  # fleetwire: scaling imports the backend module this one does
+    from infrarust.scaling import Scaling
 
 logger = logging.getLogger("infrarust")
 
@@ -79,6 +85,7 @@ class ServerList:
         self.config = config
         self.cache = StatusCache(config.status_cache.ttl, config.status_cache.max_entries)
         self.metrics = metrics if metrics is not None else Metrics()
+        self.scaling: Scaling | None = None  # fleetwire: set by the proxy
 
     async def answer_status(
         self,
@@ -185,11 +192,17 @@ class ServerList:
             motd = pick_motd(server.motd, UNREACHABLE_STATES)
             return StatusAnswer(proxy_status_json(motd, BUILTIN_UNREACHABLE_TEXT, echo), "unreachable")
         self.metrics.status_answer(server.name, "backend" if fetched else "cache")
+        fleet_count = self.scaling.player_count(server) if self.scaling is not None else None
+        if fleet_count is not None:  # fleetwire: the fleet's players, wherever the backend counts them
+            answer = fleet_online(answer, fleet_count)
         return StatusAnswer(answer, "cache" if stored else "backend")
 
     async def _fetch(self, server: ServerConfig, handshake: Handshake, proxy_header: bytes) -> str:
         """One status exchange with the backend, with the client's (possibly rewritten) handshake."""
-        connected = await connect_backend(server, self.config.connect_timeout)
+        balancer = None
+        if self.scaling is not None and is_monitored(server):  # fleetwire: by load_balance
+            balancer = self.scaling.balancers.for_server(server)
+        connected = await connect_backend(server, self.config.connect_timeout, None, balancer, status=True)
         if connected is None:
             self.metrics.backend_connect_failure(server.name)
             raise StatusUnavailable("no backend address answered")
@@ -199,7 +212,8 @@ class ServerList:
                 shown = backend_handshake(handshake, server, address)
                 request = proxy_header + shown.encode() + encode_status_request()
                 await backend.send_all(request)
-                return parse_status_response(await _next_packet(backend))
+                text = parse_status_response(await _next_packet(backend))
+                return balancer.aggregate(text, address) if balancer is not None else text
             assert deadline.cancelled_caught
             raise StatusUnavailable(f"no status answer within {self.config.handshake_timeout:g}s")
         except (ProtocolError, trio.BrokenResourceError) as exc:

@@ -29,6 +29,7 @@ import math
 import os
 import socket
 import time
+import uuid as uuid_module
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -221,7 +222,9 @@ class Fleet:
         """Count a server-list ping from ``ip`` against the fleet's ``status_max`` budget."""
         return await self._allow("status", ip, self.rate_limit.status_max, self.rate_limit.status_window)
 
-    def is_banned(self, ip: str | None, name: str | None = None, uuid: str | None = None) -> BanEntry | None:
+    def is_banned(
+        self, ip: str | None, name: str | None = None, uuid: str | uuid_module.UUID | None = None
+    ) -> BanEntry | None:
         """The ban that refuses this client (synchronous: the fleet's bans are mirrored locally)."""
         return self.bans.match(ip, name, uuid)
 
