@@ -380,7 +380,7 @@ class Proxy:
                 )
                 services.start_soon(self._summarise_ignored)
                 # fleetwire: health checks, and the fleet joined (or degraded) before accepting
-                await services.start(self.scaling.run, self.bans.entries)
+                await services.start(self.scaling.run, self.bans.entries())
                 if config.metrics is not None:
                     bind = worker_bind(config.metrics.bind, self._worker)
                     self.metrics_address = await services.start(serve_metrics, self.metrics, bind)
