@@ -117,13 +117,17 @@ def _read(path: Path) -> list[BanEntry]:
 
 
 def _run_redis(admin: FleetAdmin, command: Callable[[], Awaitable[T]]) -> T | int:
+    async def closing() -> T:
+        try:
+            return await command()
+        finally:
+            admin.close()  # on the event loop: trio sockets are closed from inside it
+
     try:
-        return trio.run(command)
+        return trio.run(closing)
     except RedisError as exc:
         print(f"cannot reach the fleet's Redis at {admin.settings.redis}: {exc}", file=sys.stderr)
         return 1
-    finally:
-        admin.close()
 
 
 # --- status --------------------------------------------------------------------------------------------
