@@ -215,9 +215,9 @@ async def test_rolling_restart_behind_haproxy(nursery: trio.Nursery, tmp_path: P
         for client in clients:
             assert client.lines > 0
             for connection, when in client.noticed:
-                name = instance_of.get(connection)
-                assert name is not None, (connection, client)
-                began, ended = windows[name]
+                held_by = instance_of.get(connection)
+                assert held_by is not None, (connection, client)
+                began, ended = windows[held_by]
                 # Only a session on the draining instance ends, and only when its grace has run out.
                 assert began + GRACE - 0.5 <= when <= ended + 1.0, (connection, when, windows)
         cut = [connection for client in clients for connection, _ in client.noticed]
