@@ -96,6 +96,8 @@ test: lint typecheck pytest pytest313
 bench: $(STAMP)
 	$(BIN)/python -m bench.setup
 	$(BIN)/python -m bench
+	# fleetwire: what [cluster] costs per connection (local redis-server), printed as ratios
+	$(BIN)/python -m bench.fleet
 
 clean:
 	rm -rf $(VENV) $(E2E)/node_modules .mypy_cache .ruff_cache .pytest_cache
