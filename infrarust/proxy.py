@@ -155,7 +155,7 @@ class Proxy:
         self.metrics_address: tuple[str, int] | None = None
         self._worker = worker
         # fleetwire: balancers, health checks and the [cluster] fleet; they outlive reloads
-        self.scaling = Scaling(config, self.metrics)
+        self.scaling = Scaling(config, self.metrics, worker)
         self._generation = _Generation(config, self.metrics, self.scaling)
         # What the file said, before command-line options: a reload from the file is compared with it.
         self._file_config = file_config if file_config is not None else config

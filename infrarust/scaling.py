@@ -45,9 +45,12 @@ class Scaling:
     ``[cluster]``, ``fleet`` is None and everything stays local.
     """
 
-    def __init__(self, config: ProxyConfig, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, config: ProxyConfig, metrics: Metrics | None = None, worker: int | None = None
+    ) -> None:
         self.config = config
         self.metrics = metrics
+        self.worker = worker
         self.fleet: Fleet | None = None
         self.balancers = Balancers(config.servers, remote_sessions=self._remote_sessions)
         self._holds: dict[int, _Hold] = {}
@@ -65,6 +68,9 @@ class Scaling:
         async with trio.open_nursery() as nursery:
             settings = self.config.cluster
             if settings is not None:
+                if self.worker is not None and settings.instance_id:
+                    # Each worker process is an instance of its own: one id would count them as one.
+                    settings = attrs.evolve(settings, instance_id=f"{settings.instance_id}-w{self.worker}")
                 fleet = Fleet(settings, self.config.rate_limit, bans=bans)
                 fleet.health_report = self.balancers.health_report
                 await nursery.start(fleet.run)

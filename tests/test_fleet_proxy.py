@@ -288,6 +288,9 @@ async def test_logins_go_on_through_every_redis_fault(
         await attempt.close()
     await trio.sleep(1.0)  # background probes fail quietly meanwhile
     assert degraded_lines() == 2
+    metrics = a.metrics.render()
+    assert "infrarust_cluster_degraded 1.0" in metrics
+    assert "infrarust_cluster_degraded_events_total 2.0" in metrics
 
     # Restarted empty: the bans this instance knows go back in.
     redis_server.start()
