@@ -52,8 +52,9 @@ $(NODE_STAMP): $(E2E)/package.json $(E2E)/package-lock.json
 	touch $@
 
 # Debian packages the tests need, installed when missing (apt-get update once, then one install):
-# redis-server and dockerd are started by the tests themselves on loopback; openssl makes test certificates.
-SYSTEM_PACKAGES := redis-server:redis-server openssl:openssl dockerd:docker.io
+# redis-server, dockerd and haproxy are started by the tests themselves on loopback; openssl makes test
+# certificates.
+SYSTEM_PACKAGES := redis-server:redis-server openssl:openssl dockerd:docker.io haproxy:haproxy
 
 system-packages:
 	@missing=""; for pair in $(SYSTEM_PACKAGES); do \
@@ -96,6 +97,8 @@ test: lint typecheck pytest pytest313
 bench: $(STAMP)
 	$(BIN)/python -m bench.setup
 	$(BIN)/python -m bench $(if $(ROUNDS),--repeats $(ROUNDS)) $(BENCH_ARGS)
+	# fleetwire: what [cluster] costs per connection (local redis-server), printed as ratios
+	$(BIN)/python -m bench.fleet
 
 clean:
 	rm -rf $(VENV) $(E2E)/node_modules .mypy_cache .ruff_cache .pytest_cache

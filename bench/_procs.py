@@ -227,7 +227,16 @@ class Infrarust(Contender):
     """``python -m infrarust run`` with one server routing bench.local to the backend."""
 
     def __init__(
-        self, name: str, backend: Backend, workdir: Path, mode: str, workers: int = 1, embedded: bool = False
+        self,
+        name: str,
+        backend: Backend,
+        workdir: Path,
+        mode: str,
+        workers: int = 1,
+        embedded: bool = False,
+        *,
+        rate_limit: str = "max_connections = 0\nstatus_max = 0\n",
+        extra: str = "",
     ) -> None:
         self.name = name
         self.workers = workers
@@ -239,8 +248,10 @@ class Infrarust(Contender):
             'bind = "127.0.0.1:0"\n'
             'servers_dir = "servers"\n'
             + (f"workers = {workers}\n" if workers != 1 else "")
-            + "\n[rate_limit]\nmax_connections = 0\nstatus_max = 0\n"
+            + "\n[rate_limit]\n"
+            + rate_limit
             + f"\n[zero_copy]\npipe_size = {PIPE_SIZE}\n"
+            + extra  # fleetwire: bench.fleet's [cluster]
         )
         (workdir / "servers" / "bench.toml").write_text(
             f'domains = ["{DOMAIN}"]\naddresses = ["127.0.0.1:{backend.port}"]\nproxy_mode = "{mode}"\n'

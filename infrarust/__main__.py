@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 BAN_COMMANDS = ("ban", "unban", "bans")
-COMMANDS = ("run", "check", "ping", *BAN_COMMANDS)
+COMMANDS = ("run", "check", "ping", *BAN_COMMANDS, "status")  # fleetwire: status
 # What may come before a command without meaning "run"; anything else first is an option of `run`.
 TOP_LEVEL_OPTIONS = ("-h", "--help", "-V", "--version")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -138,6 +138,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     )
     add_ping_options(ping)
     _bancli.add_parsers(sub)
+    from infrarust import _fleetcli  # fleetwire
+
+    _fleetcli.add_parser(sub)
     return parser
 
 
@@ -228,6 +231,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         _setup_logging("warning")
         return _bancli.run(options)
+    if options.command == "status":  # fleetwire
+        from infrarust import _fleetcli
+
+        _setup_logging("warning")
+        return _fleetcli.run_status(options)
     from infrarust import _runcmd
 
     _setup_logging(options.log_level, options.worker_id, options.log_format or "text")

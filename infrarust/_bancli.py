@@ -50,6 +50,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     bans = sub.add_parser("bans", help="list the bans in the ban file")
     bans.add_argument("-c", "--config", default=None, help=_CONFIG_HELP)
     bans.add_argument("--json", action="store_true", help="print the entries as the file's JSON")
+    from infrarust import _fleetcli  # fleetwire: --export, --import
+
+    _fleetcli.add_ban_file_options(bans)
 
 
 def run(options: argparse.Namespace) -> int:
@@ -59,9 +62,18 @@ def run(options: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
+    from infrarust import _fleetcli  # fleetwire: the fleet's bans (Redis), export and import
+
     try:
+        if config.cluster is not None:
+            return _fleetcli.run_fleet_bans(
+                config, options, getattr(options, "source", None) or _default_source()
+            )
         bans = BanList.load(ban_file(config), audit=config.ban.enable_audit_log)
         if options.command == "bans":
+            transfer = _fleetcli.run_local_transfer(bans, options)
+            if transfer is not None:
+                return transfer
             return _list(bans, options.json)
         source = options.source or _default_source()
         if options.command == "ban":
@@ -75,7 +87,9 @@ def run(options: argparse.Namespace) -> int:
         return 1
 
 
-def _ban(bans: BanList, config: ProxyConfig, options: argparse.Namespace, source: str) -> int:
+def _ban(
+    bans: BanList, config: ProxyConfig, options: argparse.Namespace, source: str, *, quiet: bool = False
+) -> int:
     duration = None
     if options.duration is not None:
         try:
@@ -90,6 +104,8 @@ def _ban(bans: BanList, config: ProxyConfig, options: argparse.Namespace, source
         entry = bans.ban_player(name, uuid, reason=options.reason, duration=duration, source=source)
     until = f"until {format_time(entry.expires_at)}" if entry.expires_at is not None else "permanently"
     print(f"banned {entry.target} {until}")
+    if quiet:  # fleetwire: the fleet applies it through Redis
+        return 0
     interval = config.ban.purge_interval
     when = f"within {format_duration(interval)} (purge_interval)" if interval > 0 else "at its next reload"
     print(f"a running proxy applies it {when}, or at once on SIGHUP", file=sys.stderr)
@@ -117,7 +133,7 @@ def _list(bans: BanList, as_json: bool) -> int:
     now = time.time()
     for entry in bans.entries():
         print(_describe(entry, now))
-    print(f"{len(bans)} ban(s) in {bans.path}", file=sys.stderr)
+    print(f"{len(bans)} ban(s) in {bans.path or 'the fleet'}", file=sys.stderr)
     return 0
 
 

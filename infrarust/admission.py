@@ -17,6 +17,7 @@ from infrarust.routing import Router
 
 if TYPE_CHECKING:  # bans uses this module's address helpers
     from infrarust.bans import BanList
+    from infrarust.scaling import Scaling
 
 log = logs.get_logger(__name__)
 
@@ -159,9 +160,13 @@ class Admission:
         if not status and context.draining:
             return Refusal("draining", DRAINING_MESSAGE)
         bans = context.bans
-        if not status and bans:
+        # fleetwire: with [cluster], bans, budgets and player counts are the fleet's
+        scaling: Scaling | None = getattr(context, "scaling", None)
+        fleet = scaling.fleet if scaling is not None else None
+        if not status and (bans or fleet is not None):
             login = connection.login
-            ban = bans.match(connection.ip, login.name if login else None, login.uuid if login else None)
+            match = fleet.is_banned if fleet is not None else bans.match
+            ban = match(connection.ip, login.name if login else None, login.uuid if login else None)
             if ban is not None:
                 bans.log_refusal(
                     ban,
@@ -171,7 +176,11 @@ class Admission:
                 )
                 return Refusal("banned", ban.message())
         limiter = self._status_limiter if status else self._login_limiter
-        if not limiter.allow(connection.ip, trio.current_time()):
+        if fleet is not None:  # fleetwire: one Redis round trip, local budgets when Redis is away
+            allowed = await (fleet.allow_status if status else fleet.allow_login)(connection.ip)
+        else:
+            allowed = limiter.allow(connection.ip, trio.current_time())
+        if not allowed:
             return Refusal("rate_limited", RATE_LIMITED_MESSAGE, {"kind": "status" if status else "login"})
         server, connection.route = self._router.lookup(handshake.host) if handshake.host else (None, "-")
         connection.server = server
@@ -191,6 +200,10 @@ class Admission:
             rule = IpFilterRule(server.ip_filter)
         if not rule.allows(address):
             return Refusal("ip_filtered", FILTERED_MESSAGE)
+        if not status and scaling is not None and fleet is not None:  # fleetwire: held until the end
+            if not await scaling.reserve(connection, server):
+                return Refusal("full", FULL_MESSAGE, {"max_players": server.max_players})
+            return None
         if not status and server.max_players and context.players_on(server.name) >= server.max_players:
             return Refusal("full", FULL_MESSAGE, {"max_players": server.max_players})
         return None

@@ -12,6 +12,7 @@ import socket
 import trio
 
 from infrarust import logs
+from infrarust.balance import Balancer
 from infrarust.config import format_duration
 from infrarust.config._models import Address, Keepalive, RewriteKind, ServerConfig
 from infrarust.protocol import Handshake
@@ -22,15 +23,25 @@ log = logs.get_logger(__name__)
 
 
 async def connect_backend(
-    server: ServerConfig, default_timeout: float, keepalive: Keepalive | None = None
+    server: ServerConfig,
+    default_timeout: float,
+    keepalive: Keepalive | None = None,
+    balancer: Balancer | None = None,
+    *,
+    status: bool = False,
 ) -> tuple[trio.SocketStream, Address] | None:
     """Try the server's addresses in order, each under its connect timeout; None when none answers.
 
     ``default_timeout`` is the proxy's ``connect_timeout``, used unless the server sets ``timeouts.connect``;
     ``keepalive``, when given, tunes the socket for relaying (TCP_NODELAY and keepalive) before it connects.
+    With a ``balancer`` (fleetwire: ``load_balance``) the addresses come in its order, and one that fails is
+    marked down at once (``status``: its server-list order).
     """
     timeout = server.timeouts.connect if server.timeouts.connect is not None else default_timeout
-    for address in server.addresses:
+    addresses = server.addresses
+    if balancer is not None:
+        addresses = tuple(balancer.status_order() if status else balancer.order())
+    for address in addresses:
         began = trio.current_time()
         with trio.move_on_after(timeout):
             try:
@@ -43,6 +54,8 @@ async def connect_backend(
                     address=address,
                     error=exc.strerror or str(exc),
                 )
+                if balancer is not None:
+                    balancer.mark_down(address, exc.strerror or str(exc))
                 continue
             if log.enabled(logging.DEBUG):
                 log.debug(
@@ -55,6 +68,8 @@ async def connect_backend(
         log.info(
             "backend connect timed out", server=server.name, address=address, after=format_duration(timeout)
         )
+        if balancer is not None:
+            balancer.mark_down(address, "connect timed out")
     return None
 
 

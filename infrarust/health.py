@@ -8,13 +8,14 @@ connect to the status answer is what ``lowest_latency`` compares.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import NoReturn
 
 import trio
 
 from infrarust.backend import backend_handshake, close, open_connection
 from infrarust.balance import Balancer, Balancers, CheckResult
-from infrarust.config import Address, ServerConfig
+from infrarust.config import Address, LoadBalance, ServerConfig
 from infrarust.protocol import (
     Handshake,
     NextState,
@@ -36,8 +37,9 @@ MAX_SLEEP = 0.5
 
 
 def is_monitored(server: ServerConfig) -> bool:
-    """Only servers with a choice of addresses are checked: with one address there is nothing to pick."""
-    return len(server.addresses) > 1
+    """Only servers with a choice of addresses and a ``load_balance`` other than ``failover`` are checked:
+    with one address there is nothing to pick, and ``failover`` keeps today's plain try-in-order."""
+    return len(server.addresses) > 1 and server.load_balance is not LoadBalance.FAILOVER
 
 
 async def check_address(server: ServerConfig, address: Address) -> CheckResult:
@@ -77,13 +79,17 @@ async def check_address(server: ServerConfig, address: Address) -> CheckResult:
 
 
 async def run_health_checks(
-    balancers: Balancers, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    balancers: Balancers,
+    *,
+    on_check: Callable[[Balancer, Address, CheckResult], object] | None = None,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Check every address of every monitored server each ``[health_check] interval``, forever.
 
     The first round starts at once; each address is then checked ``interval`` seconds after its previous
     check started, and never twice at the same time. Servers added by a reload are picked up within
-    :data:`MAX_SLEEP`. Reports through ``task_status`` once the first round is under way.
+    :data:`MAX_SLEEP`. Reports through ``task_status`` once the first round is under way. ``on_check`` sees
+    every result (metrics).
     """
     due: dict[tuple[int, Address], float] = {}
     running: set[tuple[int, Address]] = set()
@@ -93,6 +99,8 @@ async def run_health_checks(
             server = balancer.server
             result = await check_address(server, address)
             balancer.record_check(address, result)
+            if on_check is not None:
+                on_check(balancer, address, result)
         finally:
             running.discard(key)
 

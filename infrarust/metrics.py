@@ -164,6 +164,10 @@ def _no_connections() -> int:
     return 0
 
 
+def _no_cluster() -> tuple[bool, int] | None:
+    return None
+
+
 def _always() -> bool:
     return True
 
@@ -227,6 +231,11 @@ class Metrics:
         self.backend_connect_seconds: dict[str, Histogram] = {}  # server
         self.handshake_seconds = Histogram(HANDSHAKE_BUCKETS)
         self.session_seconds: dict[tuple[str, str], Histogram] = {}  # (server, mode)
+        # fleetwire: each balanced address (server, address, up, sessions) and the fleet (degraded now, times
+        # it degraded; None without [cluster]), read at scrape time; health check latencies as they come.
+        self.backend_addresses: Callable[[], Iterable[tuple[str, str, bool, int]]] = tuple
+        self.cluster_state: Callable[[], tuple[bool, int] | None] = _no_cluster
+        self.health_check_seconds: dict[tuple[str, str], Histogram] = {}  # (server, address)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
         if process:
@@ -267,6 +276,13 @@ class Metrics:
         histogram = self.backend_connect_seconds.get(server)
         if histogram is None:
             histogram = self.backend_connect_seconds[server] = Histogram(CONNECT_BUCKETS)
+        histogram.observe(seconds)
+
+    def health_check_time(self, server: str, address: str, seconds: float) -> None:
+        """fleetwire: observe an answered health check's connect + status time."""
+        histogram = self.health_check_seconds.get((server, address))
+        if histogram is None:
+            histogram = self.health_check_seconds[server, address] = Histogram(CONNECT_BUCKETS)
         histogram.observe(seconds)
 
     def handshake_time(self, seconds: float) -> None:
@@ -385,6 +401,7 @@ class _Collector(Collector):
             ("server", "mode"),
             sessions.items(),
         )
+        yield from _scaling_families(m)  # fleetwire
         info = GaugeMetricFamily(
             PREFIX + "build_info",
             "The running infrarust: its version and Python's.",
@@ -392,6 +409,50 @@ class _Collector(Collector):
         )
         info.add_metric((VERSION, platform.python_version()), 1)
         yield info
+
+
+def _scaling_families(m: Metrics) -> Iterator[Metric]:
+    """fleetwire: balanced addresses' health and sessions, health check latency, the fleet's state."""
+    addresses = list(m.backend_addresses())
+    if addresses:
+        yield _family(
+            GaugeMetricFamily,
+            "backend_up",
+            "1 while a backend address is healthy (health checks, connect failures).",
+            ("server", "address"),
+            [((server, address), int(up)) for server, address, up, _ in addresses],
+        )
+        yield _family(
+            GaugeMetricFamily,
+            "backend_sessions",
+            "This proxy's sessions on each backend address.",
+            ("server", "address"),
+            [((server, address), sessions) for server, address, _, sessions in addresses],
+        )
+    if m.health_check_seconds:
+        yield _histograms(
+            "health_check_seconds",
+            "Connect + status time of answered health checks.",
+            ("server", "address"),
+            m.health_check_seconds.items(),
+        )
+    cluster = m.cluster_state()
+    if cluster is not None:
+        degraded, times = cluster
+        yield _family(
+            GaugeMetricFamily,
+            "cluster_degraded",
+            "1 while Redis is away and this instance answers from local state.",
+            (),
+            [((), int(degraded))],
+        )
+        yield _family(
+            CounterMetricFamily,
+            "cluster_degraded_events",
+            "Times this instance lost Redis and fell back to local state.",
+            (),
+            [((), times)],
+        )
 
 
 def _family(

@@ -30,7 +30,7 @@ from infrarust import logs
 from infrarust._listen import accept, open_listener
 from infrarust._ondemand import OnDemand
 from infrarust.admission import Admission, NetworkSet, parse_ip
-from infrarust.backend import backend_handshake, close, connect_backend
+from infrarust.backend import backend_handshake, close
 from infrarust.bans import BanFileError, BanList, maintain, open_ban_list, open_ban_list_async
 from infrarust.config import (
     Address,
@@ -74,6 +74,7 @@ from infrarust.protocol import (
     encode_proxy_v2,
 )
 from infrarust.routing import Router
+from infrarust.scaling import Scaling
 from infrarust.serverlist import ServerList
 from infrarust.transport import (
     ForwardEndReason,
@@ -118,11 +119,12 @@ class Relayed:
 class _Generation:
     """Everything derived from one configuration; a reload swaps it whole, so a connection sees one."""
 
-    def __init__(self, config: ProxyConfig, metrics: Metrics) -> None:
+    def __init__(self, config: ProxyConfig, metrics: Metrics, scaling: Scaling) -> None:
         self.config = config
         self.router = Router(config.servers)
         self.admission = Admission(config, self.router)
         self.serverlist = ServerList(config, metrics)
+        self.serverlist.scaling = scaling  # fleetwire: balanced status order, fleet-wide counts
         self.trusted = NetworkSet(config.proxy_protocol_trusted)
 
 
@@ -154,7 +156,9 @@ class Proxy:
         )
         self.metrics_address: tuple[str, int] | None = None
         self._worker = worker
-        self._generation = _Generation(config, self.metrics)
+        # fleetwire: balancers, health checks and the [cluster] fleet; they outlive reloads
+        self.scaling = Scaling(config, self.metrics, worker)
+        self._generation = _Generation(config, self.metrics, self.scaling)
         # What the file said, before command-line options: a reload from the file is compared with it.
         self._file_config = file_config if file_config is not None else config
         # serve() reads the ban file off the event loop and passes it in.
@@ -308,7 +312,8 @@ class Proxy:
         if config.source is not None:
             self._file_config = config
         config = self._ondemand.from_file(config)  # ondemand: the code and Docker routes are kept
-        self._generation = _Generation(config, self.metrics)
+        self._generation = _Generation(config, self.metrics, self.scaling)
+        self.scaling.reload(config)  # fleetwire
         await self._ondemand.follow(config, self._generation.serverlist)  # ondemand
         for listener in self._listeners:  # new keepalive settings for the connections accepted from now on
             tune_socket(listener.socket, config.keepalive)
@@ -330,7 +335,8 @@ class Proxy:
     async def _routes_changed(self) -> None:
         """A route provider changed: the running configuration with the merged servers, like a reload."""
         config = self._ondemand.routed(self._generation.config)
-        self._generation = _Generation(config, self.metrics)
+        self._generation = _Generation(config, self.metrics, self.scaling)
+        self.scaling.reload(config)  # fleetwire: balancers follow the servers
         await self._ondemand.follow(config, self._generation.serverlist)
         log.info("routes changed", servers=len(config.servers))
         self._publish(ConfigReloaded(True))
@@ -401,6 +407,8 @@ class Proxy:
                     maintain, lambda: self.bans, lambda: self._generation.config.ban.purge_interval
                 )
                 services.start_soon(self._summarise_ignored)
+                # fleetwire: health checks, and the fleet joined (or degraded) before accepting
+                await services.start(self.scaling.run, self.bans.entries())
                 await services.start(self._ondemand.run, config.docker)  # ondemand: managers, Docker routes
                 await self._ondemand.follow(self._generation.config, self._generation.serverlist)
                 if config.metrics is not None:
@@ -468,6 +476,7 @@ class Proxy:
                 if outcome is not None:
                     await self._finish(stream, connection, generation, outcome)
             finally:
+                self.scaling.end(connection)  # fleetwire: its fleet reservation and balancer session
                 self._connections -= 1
                 if self._connections == 0 and self._draining:
                     self._idle.set()
@@ -518,7 +527,7 @@ class Proxy:
             if not server.proxy_mode.is_forwarding:  # offline, client_only: the proxy speaks the protocol
                 return await serve_intercepted(self, stream, connection, config)
             started = trio.current_time()
-            connected = await connect_backend(server, config.connect_timeout, config.keepalive)
+            connected = await self.scaling.connect(connection, server, config)  # fleetwire: balanced
             if connected is None:
                 return Refusal("backend_unreachable", server.disconnect_message)
             self.metrics.backend_connect_time(server.name, trio.current_time() - started)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import attrs
 import trio
@@ -14,6 +15,7 @@ from infrarust._answersource import SOURCE_REQUEST_BODY, AnswerSource, mark_sour
 from infrarust._logfmt import quote
 from infrarust.backend import backend_handshake, close, connect_backend
 from infrarust.config import Motd, ProxyConfig, RewriteKind, ServerConfig
+from infrarust.health import is_monitored
 from infrarust.metrics import Metrics
 from infrarust.protocol import (
     Handshake,
@@ -39,10 +41,14 @@ from infrarust.status import (
     StatusCache,
     StatusUnavailable,
     apply_online_motd,
+    fleet_online,
     legacy_view,
     pick_motd,
     proxy_status_json,
 )
+
+if TYPE_CHECKING:  # fleetwire: scaling imports the backend module this one does
+    from infrarust.scaling import Scaling
 
 logger = logging.getLogger("infrarust")
 
@@ -84,6 +90,7 @@ class ServerList:
         # ondemand: a managed server that is not online answers this MOTD (its state's) instead of asking
         # its backend or the cache; the proxy sets it (infrarust/_ondemand.py). A ping never starts it.
         self.managed_motd: Callable[[ServerConfig], Motd | None] | None = None
+        self.scaling: Scaling | None = None  # fleetwire: set by the proxy
 
     async def answer_status(
         self,
@@ -194,6 +201,9 @@ class ServerList:
             motd = pick_motd(server.motd, UNREACHABLE_STATES)
             return StatusAnswer(proxy_status_json(motd, BUILTIN_UNREACHABLE_TEXT, echo), "unreachable")
         self.metrics.status_answer(server.name, "backend" if fetched else "cache")
+        fleet_count = self.scaling.player_count(server) if self.scaling is not None else None
+        if fleet_count is not None:  # fleetwire: the fleet's players, wherever the backend counts them
+            answer = fleet_online(answer, fleet_count)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "status answered server=%s host=%s source=%s",
@@ -205,7 +215,10 @@ class ServerList:
 
     async def _fetch(self, server: ServerConfig, handshake: Handshake, proxy_header: bytes) -> str:
         """One status exchange with the backend, with the client's (possibly rewritten) handshake."""
-        connected = await connect_backend(server, self.config.connect_timeout)
+        balancer = None
+        if self.scaling is not None and is_monitored(server):  # fleetwire: by load_balance
+            balancer = self.scaling.balancers.for_server(server)
+        connected = await connect_backend(server, self.config.connect_timeout, None, balancer, status=True)
         if connected is None:
             self.metrics.backend_connect_failure(server.name)
             raise StatusUnavailable("no backend address answered")
@@ -215,7 +228,8 @@ class ServerList:
                 shown = backend_handshake(handshake, server, address)
                 request = proxy_header + shown.encode() + encode_status_request()
                 await backend.send_all(request)
-                return parse_status_response(await _next_packet(backend))
+                text = parse_status_response(await _next_packet(backend))
+                return balancer.aggregate(text, address) if balancer is not None else text
             assert deadline.cancelled_caught
             raise StatusUnavailable(f"no status answer within {self.config.handshake_timeout:g}s")
         except (ProtocolError, trio.BrokenResourceError) as exc:

@@ -150,6 +150,20 @@ def apply_online_motd(status_json: str, motd: Motd | None) -> str:
     return json.dumps(status)
 
 
+def fleet_online(status_json: str, online: int) -> str:
+    """fleetwire: a status with ``players.online`` set to the fleet's count for the server (``[cluster]``),
+    so every instance shows the same number; JSON we cannot read is returned unchanged."""
+    try:
+        status = json.loads(status_json)
+    except ValueError:
+        return status_json
+    if not isinstance(status, dict):
+        return status_json
+    players = status.get("players")
+    status["players"] = {**(players if isinstance(players, dict) else {"max": 0}), "online": online}
+    return json.dumps(status)
+
+
 @attrs.frozen
 class LegacyView:
     """What a pre-1.7 server list shows: a one-line MOTD with § codes, counts and a version name."""

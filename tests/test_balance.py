@@ -316,6 +316,7 @@ async def test_the_checker_follows_reloads(nursery: trio.Nursery, backends: list
         addresses=(backends[1].address, backends[2].address),
         domains=("survival.example.com",),
         health_check=FAST_CHECKS,
+        load_balance=LoadBalance.LEAST_CONNECTIONS,
     )
     balancers.update([first, added])
     survival = balancers.for_server(added)

@@ -3,6 +3,7 @@ pub/sub, and deadlines against a frozen (SIGSTOPped) and a stopped server."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 
 import pytest
@@ -161,3 +162,46 @@ async def test_a_stopped_redis_fails_fast_and_a_restarted_one_is_reconnected(
     assert trio.current_time() - start < DEADLINE
     redis_server.start()
     assert await client.execute("GET", "kept") is None  # restarted empty: no persistence
+
+
+async def test_concurrent_callers_share_one_round_trip(
+    nursery: trio.Nursery, redis_server: RedisServer
+) -> None:
+    """Fifty calls at once are all written before the first reply comes (not one round trip each): a
+    relay in front of the real server holds the replies back and counts the commands that arrive."""
+    written = bytearray()
+    gate = trio.Event()
+
+    async def relay(client: trio.SocketStream) -> None:
+        server = await trio.open_tcp_stream("127.0.0.1", redis_server.port)
+
+        async def upstream() -> None:
+            while data := await client.receive_some(65536):
+                written.extend(data)
+                await server.send_all(data)
+
+        async def downstream() -> None:
+            while data := await server.receive_some(65536):
+                await gate.wait()
+                await client.send_all(data)
+
+        async with client, server, trio.open_nursery() as inner:
+            inner.start_soon(upstream)
+            inner.start_soon(downstream)
+
+    listeners = await nursery.start(functools.partial(trio.serve_tcp, relay, 0, host="127.0.0.1"))
+    client = RedisClient(RedisUrl("127.0.0.1", listeners[0].socket.getsockname()[1]), 2.0)
+    replies: dict[int, bytes] = {}
+
+    async def echo(number: int) -> None:
+        replies[number] = await client.execute("ECHO", f"reply {number}")
+
+    async with trio.open_nursery() as callers:
+        for number in range(50):
+            callers.start_soon(echo, number)
+        with trio.fail_after(2):
+            while written.count(b"ECHO") < 50:
+                await trio.sleep(0.01)
+        assert not replies
+        gate.set()
+    assert replies == {number: f"reply {number}".encode() for number in range(50)}

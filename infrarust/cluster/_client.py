@@ -9,6 +9,7 @@ a connection that missed a deadline or broke is dropped, never reused half-read.
 
 from __future__ import annotations
 
+import collections
 import ssl
 from collections.abc import Sequence
 from typing import Any
@@ -110,19 +111,41 @@ def _unavailable(exc: BaseException, url: RedisUrl) -> RedisUnavailable:
 _CONNECTION_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError, hiredis.ProtocolError)
 
 
+class _Slot:
+    """The replies one pipelined call waits for, filled in order by whichever caller is reading."""
+
+    __slots__ = ("expected", "failed", "replies")
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.replies: list[Any] = []
+        self.failed = False
+
+    @property
+    def done(self) -> bool:
+        return self.failed or len(self.replies) >= self.expected
+
+
 class RedisClient:
     """Commands on one lazily (re)opened connection; each call, pipelined or not, within ``timeout`` seconds.
 
-    Calls from concurrent tasks take turns on the connection (a fair lock keeps their order). Raises
-    :class:`RedisUnavailable` when Redis cannot be reached in time, :class:`RedisReplyError` when it answers
-    with an error (the other replies of a pipeline are read first, so the connection stays usable).
+    Calls from concurrent tasks share the connection without waiting for each other's round trips: their
+    commands are queued in call order and written together by whichever caller gets the write turn first,
+    then the replies are read in that order by whichever waiting caller holds the read turn, so fifty
+    logins at once cost about one round trip and one write, not fifty. Raises :class:`RedisUnavailable`
+    when Redis cannot be reached in time (or the connection broke under a call), :class:`RedisReplyError`
+    when it answers with an error (the other replies of a pipeline are read first, so the connection stays
+    usable).
     """
 
     def __init__(self, url: RedisUrl, timeout: float) -> None:
         self.url = url
         self.timeout = timeout
         self._connection: _Connection | None = None
-        self._lock = trio.Lock()
+        self._pending: collections.deque[_Slot] = collections.deque()
+        self._outbox: list[bytes] = []  # packed calls not written yet, in the order of _pending
+        self._send_lock = trio.Lock()
+        self._read_lock = trio.Lock()
 
     async def execute(self, *args: Arg) -> Any:
         """One command's reply."""
@@ -130,29 +153,66 @@ class RedisClient:
 
     async def pipeline(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
         """The replies of ``commands``, sent in one write and read in order: one round trip."""
+        # hiredis' stub types pack_command's argument as a 1-tuple; it takes any length.
+        packed = b"".join(
+            hiredis.pack_command(tuple(command))  # type: ignore[arg-type]
+            for command in commands
+        )
         try:
             with trio.fail_after(self.timeout):
-                async with self._lock:
-                    connection = self._connection
-                    if connection is None:
-                        connection = self._connection = await _open(self.url)
-                    try:
-                        await connection.send(commands)
-                        replies = [await connection.reply() for _ in commands]
-                    except BaseException:
-                        self.close()
-                        raise
+                if self._connection is None:
+                    async with self._send_lock:
+                        if self._connection is None:
+                            self._connection = await _open(self.url)
+                connection = self._connection
+                if connection is None:  # closed by a failing call the moment it opened
+                    raise RedisUnavailable(f"{self.url}: the connection broke before the answer")
+                # Queued together, with no checkpoint between: the wire order is the order of the replies.
+                slot = _Slot(len(commands))
+                self._pending.append(slot)
+                self._outbox.append(packed)
+                async with self._send_lock:
+                    # Whoever gets the turn first writes every call queued meanwhile, in one write.
+                    if self._outbox and not slot.failed:
+                        data = b"".join(self._outbox)
+                        self._outbox.clear()
+                        try:
+                            await connection.stream.send_all(data)
+                        except BaseException:
+                            self._drop(connection)  # a partial write leaves the connection unusable
+                            raise
+                async with self._read_lock:
+                    while not slot.done:
+                        head = self._pending[0]
+                        try:
+                            reply = await connection.reply()
+                        except BaseException:
+                            self._drop(connection)  # a partial read, likewise
+                            raise
+                        head.replies.append(reply)
+                        if head.done:
+                            self._pending.popleft()
         except trio.TooSlowError:
             raise RedisUnavailable(f"{self.url}: no answer within {self.timeout:g}s") from None
         except _CONNECTION_ERRORS as exc:
             raise _unavailable(exc, self.url) from None
-        for reply in replies:
+        if slot.failed:
+            raise RedisUnavailable(f"{self.url}: the connection broke before the answer")
+        for reply in slot.replies:
             _raise_error(reply)
-        return replies
+        return slot.replies
+
+    def _drop(self, connection: _Connection) -> None:
+        if self._connection is connection:  # not a newer one another call opened meanwhile
+            self.close()
 
     def close(self) -> None:
-        """Drop the connection (the next call opens a new one)."""
+        """Drop the connection (the next call opens a new one); calls waiting on it fail."""
         connection, self._connection = self._connection, None
+        for slot in self._pending:
+            slot.failed = True
+        self._pending = collections.deque()
+        self._outbox = []
         if connection is not None:
             connection.close()
 

@@ -29,6 +29,7 @@ import math
 import os
 import socket
 import time
+import uuid as uuid_module
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -92,9 +93,10 @@ return out
 """
 )
 
-# KEYS: instances, own hash. ARGV: hash prefix, own id, field, max (0 = none), ttl ms.
+# KEYS: instances, own hash. ARGV: hash prefix, own id, field, max (0 = none), ttl ms, mine.
 # Counts one more player on a server if the fleet's total stays within max: the fleet total after it,
-# or -1 when full.
+# or -1 when full. "mine" is this instance's own count before this player (its memory is the truth: a
+# session that just ended is not counted even if its heartbeat push is still on the way).
 RESERVE_SCRIPT = (
     _LUA_NOW
     + """
@@ -104,12 +106,12 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')) do
     total = total + (tonumber(redis.call('HGET', ARGV[1] .. id, ARGV[3])) or 0)
   end
 end
-local mine = redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
+local mine = tonumber(ARGV[6]) + 1
 local max = tonumber(ARGV[4])
 if max > 0 and total + mine > max then
-  redis.call('HINCRBY', KEYS[2], ARGV[3], -1)
   return -1
 end
+redis.call('HSET', KEYS[2], ARGV[3], mine)
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[5]), ARGV[2])
 return total + mine
@@ -221,7 +223,9 @@ class Fleet:
         """Count a server-list ping from ``ip`` against the fleet's ``status_max`` budget."""
         return await self._allow("status", ip, self.rate_limit.status_max, self.rate_limit.status_window)
 
-    def is_banned(self, ip: str | None, name: str | None = None, uuid: str | None = None) -> BanEntry | None:
+    def is_banned(
+        self, ip: str | None, name: str | None = None, uuid: str | uuid_module.UUID | None = None
+    ) -> BanEntry | None:
         """The ban that refuses this client (synchronous: the fleet's bans are mirrored locally)."""
         return self.bans.match(ip, name, uuid)
 
@@ -233,6 +237,8 @@ class Fleet:
             self._wake_push()
             return True
         if not self.degraded:
+            # This instance's players and its other reservations in flight (conservative in a burst).
+            mine = self._players[server] + self._pending[server]
             self._pending[server] += 1
             try:
                 result = await self._call(
@@ -246,6 +252,7 @@ class Fleet:
                     "s:" + server,
                     max_players,
                     self._ttl_ms,
+                    mine,
                 )
             finally:
                 self._pending[server] -= 1
