@@ -172,8 +172,8 @@ class OnDemand:
     def session_started(self, server: ServerConfig) -> None:
         """A session to ``server`` began relaying (its idle clock stops).
 
-        Counted per proxy process; with ``[cluster]`` the count should become the fleet's (TODO: fleet-wide
-        idle detection, from the cluster's session counts).
+        Counted per proxy process; with ``[cluster]`` an idle stop also waits for the fleet's other proxies
+        to have no player on it (``ServerManagers.players_elsewhere``).
         """
         managed = self.managers.get(server.name)
         if managed is not None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import functools
 import logging
 import math
 import os
@@ -328,6 +329,9 @@ class ManagedServer:
         self._nursery: trio.Nursery | None = None
         self.last_error: str | None = None
         self.ready_after: float | None = None  # seconds from launch to ready, for the last start
+        # Players on this server through the other proxies of a fleet ([cluster]); an idle stop waits for
+        # them too. None: this proxy is alone.
+        self.players_elsewhere: Callable[[], int] | None = None
 
     @property
     def state(self) -> ServerState:
@@ -487,6 +491,10 @@ class ManagedServer:
             if self._state in (ServerState.STARTING, ServerState.ONLINE) and idle_since is not None:
                 deadline = idle_since + after
                 if trio.current_time() >= deadline:
+                    elsewhere = self.players_elsewhere() if self.players_elsewhere is not None else 0
+                    if elsewhere > 0:  # idle here, but the fleet's other proxies have players on it
+                        self._idle_since = trio.current_time()
+                        continue
                     logger.info("server idle server=%s idle_for=%gs", self.server.name, after)
                     await self.stop()
                     continue
@@ -501,6 +509,8 @@ class ServerManagers:
 
     def __init__(self, docker_endpoint: str = "unix:///var/run/docker.sock") -> None:
         self.docker_endpoint = docker_endpoint
+        # With a fleet: the players a server has through the other proxies (see ManagedServer).
+        self.players_elsewhere: Callable[[str], int] | None = None
         self._managed: dict[str, tuple[ManagedServer, trio.CancelScope]] = {}
         self._nursery: trio.Nursery | None = None
         self._engine: DockerEngine | None = None
@@ -551,6 +561,8 @@ class ServerManagers:
                     self._engine = DockerEngine(self.docker_endpoint)
                 engine = self._engine
             managed = ManagedServer(server, engine=engine)
+            if self.players_elsewhere is not None:
+                managed.players_elsewhere = functools.partial(self.players_elsewhere, name)
             scope = trio.CancelScope()
             self._managed[name] = (managed, scope)
             await self._nursery.start(_run_in_scope, managed, scope)

@@ -180,6 +180,8 @@ class Proxy:
         self.address: tuple[str, int] = (config.bind.host, config.bind.port)
         # ondemand: routes from files, code (add_server) and Docker; [server_manager] servers
         self._ondemand = OnDemand(config, self._routes_changed)
+        # A managed server is idle only when the whole fleet has no player on it (without [cluster]: 0).
+        self._ondemand.managers.players_elsewhere = self.scaling.fleet_players
 
     # --- what an embedding program reads -------------------------------------------------------------
 

@@ -155,6 +155,10 @@ class Scaling:
 
     # The server list.
 
+    def fleet_players(self, server: str) -> int:
+        """The fleet's players on the server named ``server`` (0 without a fleet, or while it is away)."""
+        return self.fleet.player_count(server) if self.fleet is not None else 0
+
     def player_count(self, server: ServerConfig) -> int | None:
         """The fleet's players on ``server`` (None without a fleet)."""
         return self.fleet.player_count(server.name) if self.fleet is not None else None

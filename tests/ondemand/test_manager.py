@@ -242,6 +242,20 @@ async def test_never_stopped_while_a_player_is_connected(tmp_path: Path, node: s
         await wait_state(managed, ServerState.SLEEPING, 5)
 
 
+async def test_never_stopped_while_the_fleet_has_players_on_it_elsewhere(tmp_path: Path, node: str) -> None:
+    port = free_port()
+    server = local_server(tmp_path, port, command=node, args=minecraft_args(port), shutdown_after=0.3)
+    managed = ManagedServer(server)
+    elsewhere = [2]  # players on this server through the fleet's other proxies ([cluster])
+    managed.players_elsewhere = lambda: elsewhere[0]
+    async with running(managed):
+        await managed.ensure_started()
+        await trio.sleep(1.0)  # idle here for three times shutdown_after
+        assert managed.state is ServerState.ONLINE
+        elsewhere[0] = 0  # the other proxies' players left
+        await wait_state(managed, ServerState.SLEEPING, 5)
+
+
 async def test_server_crashing_at_start_is_crashed_with_a_clear_message(tmp_path: Path) -> None:
     script = "console.log('loading world'); console.error('java.lang.OutOfMemoryError'); process.exit(3)"
     server = local_server(tmp_path, free_port(), command="node", args=("-e", script))
