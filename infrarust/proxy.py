@@ -19,6 +19,7 @@ import signal
 import socket
 import struct
 import sys
+import uuid as uuid_module
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -31,7 +32,17 @@ from infrarust._listen import accept, open_listener
 from infrarust._ondemand import OnDemand
 from infrarust.admission import Admission, NetworkSet, parse_ip
 from infrarust.backend import backend_handshake, close
-from infrarust.bans import BanFileError, BanList, maintain, open_ban_list, open_ban_list_async
+from infrarust.bans import (
+    BanEntry,
+    BanFileError,
+    BanList,
+    maintain,
+    normalize_ip,
+    normalize_name,
+    open_ban_list,
+    open_ban_list_async,
+    parse_uuid,
+)
 from infrarust.config import (
     Address,
     ConfigError,
@@ -225,6 +236,66 @@ class Proxy:
         return self._players_by_server[server]
 
     # --- steering ------------------------------------------------------------------------------------
+
+    async def ban_player(
+        self,
+        name: str | None = None,
+        uuid: str | uuid_module.UUID | None = None,
+        *,
+        reason: str,
+        duration: float | None = None,
+        source: str = "api",
+    ) -> BanEntry:
+        """Ban a player (name, UUID or both) on this proxy and, with ``[cluster]``, on the whole fleet.
+
+        The ban file is written off the event loop (it is the fleet's last known copy too).
+        """
+        entry = await self.bans.ban_player_async(name, uuid, reason=reason, duration=duration, source=source)
+        if self.scaling.fleet is not None:
+            await self.scaling.fleet.ban(entry)
+        return entry
+
+    async def ban_ip(
+        self, cidr: str, *, reason: str, duration: float | None = None, source: str = "api"
+    ) -> BanEntry:
+        """Ban an address or CIDR on this proxy and, with ``[cluster]``, on the whole fleet."""
+        entry = await self.bans.ban_ip_async(cidr, reason=reason, duration=duration, source=source)
+        if self.scaling.fleet is not None:
+            await self.scaling.fleet.ban(entry)
+        return entry
+
+    async def unban_player(
+        self, name: str | None = None, uuid: str | uuid_module.UUID | None = None, *, source: str = "api"
+    ) -> list[BanEntry]:
+        """Lift a player's bans here and, with ``[cluster]``, on the whole fleet; returns those lifted."""
+        lifted = await self.bans.unban_player_async(name, uuid, source=source)
+        folded = normalize_name(name) if name is not None else None
+        wanted = parse_uuid(uuid) if uuid is not None else None
+        return await self._unban_fleet(
+            lifted,
+            lambda entry: (
+                (folded is not None and entry.name == folded) or (wanted is not None and entry.uuid == wanted)
+            ),
+        )
+
+    async def unban_ip(self, cidr: str, *, source: str = "api") -> list[BanEntry]:
+        """Lift the ban of an address or CIDR here and, with ``[cluster]``, fleet-wide."""
+        lifted = await self.bans.unban_ip_async(cidr, source=source)
+        target = normalize_ip(cidr)
+        return await self._unban_fleet(lifted, lambda entry: entry.ip == target)
+
+    async def _unban_fleet(
+        self, lifted: list[BanEntry], matches: Callable[[BanEntry], bool]
+    ) -> list[BanEntry]:
+        """With a fleet, also lift the matching bans other instances made (this one's file lacks them)."""
+        fleet = self.scaling.fleet
+        if fleet is None:
+            return lifted
+        known = {entry.target for entry in lifted}
+        lifted = lifted + [e for e in fleet.export_bans() if matches(e) and e.target not in known]
+        for entry in lifted:
+            await fleet.unban(entry)
+        return lifted
 
     def on_pre_connect(self, fn: PreConnectHook) -> HookHandle:
         """Run ``async fn(connection) -> None | Deny | Redirect`` for every login and server-list connection

@@ -34,7 +34,7 @@ import infrarust
 from infrarust.admission import FULL_MESSAGE
 from infrarust.bans import BanEntry
 from infrarust.cluster import RedisClient
-from infrarust.config import Cluster, RateLimit
+from infrarust.config import Ban, Cluster, RateLimit
 from infrarust.protocol import PacketReader, parse_status_response
 
 TIMEOUT = 0.25
@@ -136,6 +136,34 @@ async def test_a_ban_on_a_refuses_the_player_on_b_within_a_second(
         await trio.sleep(0.02)
     assert trio.current_time() - start < 1.0
     assert attempt.text is not None and "griefing" in attempt.text
+
+
+async def test_an_embedders_ban_and_unban_hold_fleet_wide(
+    nursery: trio.Nursery, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    backend = await start_fake_status_server(nursery)
+    lobby = server("lobby", ["lobby.test"], [backend.address])
+    a, b = [
+        await start_proxy(
+            nursery,
+            proxy_config(
+                lobby, cluster=cluster(redis_server, name), ban=Ban(file=str(tmp_path / f"{name}.json"))
+            ),
+        )
+        for name in ("a", "b")
+    ]
+    await a.ban_player("Alex", reason="spamming")  # the embedding API, on instance A
+    await wait_for(lambda: b.scaling.fleet is not None and bool(b.scaling.fleet.is_banned(None, "alex")), 1.0)
+    refused = await login(b.port, "Alex")
+    assert not refused.admitted and refused.text is not None and "spamming" in refused.text
+    lifted = await b.unban_player("Alex")  # B never had it in its own file: the fleet's copy is lifted
+    assert [entry.name for entry in lifted] == ["Alex"]
+    await wait_for(
+        lambda: a.scaling.fleet is not None and not a.scaling.fleet.is_banned(None, "alex", None), 1.0
+    )
+    admitted = await login(a.port, "Alex")
+    assert admitted.admitted
+    await admitted.close()
 
 
 async def test_the_per_ip_budget_is_the_fleets(nursery: trio.Nursery, redis_server: RedisServer) -> None:
