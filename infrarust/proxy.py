@@ -269,12 +269,13 @@ class Proxy:
     ) -> list[BanEntry]:
         """Lift a player's bans here and, with ``[cluster]``, on the whole fleet; returns those lifted."""
         lifted = await self.bans.unban_player_async(name, uuid, source=source)
-        folded = normalize_name(name) if name is not None else None
+        folded = normalize_name(name).casefold() if name is not None else None  # names match in any case
         wanted = parse_uuid(uuid) if uuid is not None else None
         return await self._unban_fleet(
             lifted,
             lambda entry: (
-                (folded is not None and entry.name == folded) or (wanted is not None and entry.uuid == wanted)
+                (folded is not None and (entry.name or "").casefold() == folded)
+                or (wanted is not None and entry.uuid == wanted)
             ),
         )
 

@@ -156,7 +156,7 @@ async def test_an_embedders_ban_and_unban_hold_fleet_wide(
     await wait_for(lambda: b.scaling.fleet is not None and bool(b.scaling.fleet.is_banned(None, "alex")), 1.0)
     refused = await login(b.port, "Alex")
     assert not refused.admitted and refused.text is not None and "spamming" in refused.text
-    lifted = await b.unban_player("Alex")  # B never had it in its own file: the fleet's copy is lifted
+    lifted = await b.unban_player("ALEX")  # B never had it in its own file: the fleet's copy is lifted
     assert [entry.name for entry in lifted] == ["Alex"]
     await wait_for(
         lambda: a.scaling.fleet is not None and not a.scaling.fleet.is_banned(None, "alex", None), 1.0
