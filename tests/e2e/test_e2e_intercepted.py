@@ -279,3 +279,188 @@ async def test_real_client_and_server_through_the_proxy(
                 await trio.sleep(0.02)
     finally:
         client.stop()
+
+
+async def events_of(proxy: infrarust.Proxy, nursery: trio.Nursery) -> list[object]:
+    seen: list[object] = []
+
+    async def watch() -> None:
+        async with proxy.subscribe() as events:
+            async for event in events:
+                seen.append(event)
+
+    nursery.start_soon(watch)
+    await trio.sleep(0)
+    return seen
+
+
+@pytest.mark.parametrize("version", ["1.12.2", "1.20.4", "26.1"])
+async def test_admin_commands_and_an_unverified_admin_name(
+    version: str, backends: dict[str, Backend], nursery: trio.Nursery
+) -> None:
+    """A verified admin broadcasts and kicks; an ``offline`` player named like an admin is refused."""
+    backend = backends[version]
+    fake = await nursery.start(FakeSessionServer().serve)
+    admin_uuid = fake.add_account("token-admin", "Admin")
+    proxy: infrarust.Proxy = await nursery.start(infrarust.serve, config_for(backends, fake.url))
+    admin = await Client.start(
+        nursery,
+        version,
+        proxy.port,
+        domain(ProxyMode.CLIENT_ONLY, version),
+        "Admin",
+        online=("token-admin", admin_uuid.hex, fake.url),
+    )
+    victim = await Client.start(nursery, version, proxy.port, domain(ProxyMode.OFFLINE, version), "Victim")
+    try:
+        await admin.wait(lambda e: e["event"] == "play", "the play state")
+        await victim.wait(lambda e: e["event"] == "play", "the play state")
+        await admin.say("command ir broadcast hello everyone")
+        await victim.wait_text("hello everyone")
+        await admin.wait_text("hello everyone")
+        await admin.say("command infrarust kick victim go away now")
+        await admin.wait_text("Kicked")
+        await victim.wait_text("go away now")
+        await victim.wait(lambda e: e["event"] == "end", "the end of its session")
+        await admin.say("quit")
+    finally:
+        admin.stop()
+        victim.stop()
+    impostor = await Client.start(nursery, version, proxy.port, domain(ProxyMode.OFFLINE, version), "Admin")
+    try:
+        await impostor.wait(lambda e: e["event"] == "play", "the play state")
+        await impostor.say("command ir broadcast i am admin")
+        await impostor.wait_text("You do not have permission to use /ir broadcast")
+        await impostor.say("command ir help")
+        await impostor.wait_text("/infrarust find")
+        assert not [e for e in impostor.events if "i am admin" in json.dumps(e) and "permission" not in json.dumps(e)]
+    finally:
+        impostor.stop()
+    for name in ("Admin", "Victim"):
+        assert not [e for e in backend.events(name) if e["event"] == "command"], "a proxy command reached the server"
+
+
+@pytest.mark.parametrize("version", ["1.8.9", "1.20.4", "26.1"])
+async def test_client_only_refusals_leave_other_sessions_alone(
+    version: str, backends: dict[str, Backend], nursery: trio.Nursery
+) -> None:
+    fake = await nursery.start(FakeSessionServer().serve)
+    uuid_hex = fake.add_account("token-x", "Joiner").hex
+    # The proxy asks a session server that hangs; the client's join goes to the working one.
+    hanging = await nursery.start(FakeSessionServer(slow=True).serve)
+    proxy: infrarust.Proxy = await nursery.start(infrarust.serve, config_for(backends, hanging.url))
+    seen = await events_of(proxy, nursery)
+    bystander = await Client.start(nursery, version, proxy.port, domain(ProxyMode.OFFLINE, version), "Bystander")
+    await bystander.wait(lambda e: e["event"] == "play", "the play state")
+    slow = await Client.start(
+        nursery,
+        version,
+        proxy.port,
+        domain(ProxyMode.CLIENT_ONLY, version),
+        "Joiner",
+        online=("token-x", uuid_hex, fake.url),
+    )
+    with trio.fail_after(WAIT):
+        while not hanging.requests:
+            await trio.sleep(0.02)
+    await bystander.say("chat still here")
+    await bystander.wait_text("<Bystander> still here")
+    await slow.wait_text("Failed to verify username!")
+    assert not [e for e in slow.events if e["event"] == "play"]
+
+    # Never called join: hasJoined answers 204.
+    answering: infrarust.Proxy = await nursery.start(infrarust.serve, config_for(backends, fake.url))
+    seen_answering = await events_of(answering, nursery)
+    stranger = await Client.start(
+        nursery, version, answering.port, domain(ProxyMode.CLIENT_ONLY, version), "Stranger"
+    )
+    await stranger.wait_text("Failed to verify username!")
+    await stranger.wait(lambda e: e["event"] == "end", "the end")
+    assert not [e for e in stranger.events if e["event"] == "play"]
+
+    refused = [e for e in seen + seen_answering if isinstance(e, infrarust.ConnectionRefused)]
+    assert [(e.reason, e.name) for e in refused] == [("denied", "Joiner"), ("denied", "Stranger")]
+    assert [p.name for p in proxy.sessions] == ["Bystander"]
+    await bystander.say("chat after the refusals")
+    await bystander.wait_text("<Bystander> after the refusals")
+    bystander.stop()
+
+
+async def test_session_server_down_refuses(backends: dict[str, Backend], nursery: trio.Nursery) -> None:
+    fake = await nursery.start(FakeSessionServer().serve)
+    uuid_hex = fake.add_account("token-d", "Downed").hex
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    closed_port = listener.socket.getsockname()[1]
+    await listener.aclose()  # nothing listens there now
+    config = config_for(backends, f"http://127.0.0.1:{closed_port}")
+    proxy: infrarust.Proxy = await nursery.start(infrarust.serve, config)
+    client = await Client.start(
+        nursery,
+        "1.21.4",
+        proxy.port,
+        domain(ProxyMode.CLIENT_ONLY, "1.21.4"),
+        "Downed",
+        online=("token-d", uuid_hex, fake.url),
+    )
+    await client.wait_text("Failed to verify username!")
+    assert not [e for e in client.events if e["event"] == "play"]
+
+
+@pytest.mark.parametrize(
+    ("mode", "version"),
+    [
+        ("velocity", "1.16.5"),  # login plugin messages, and so modern forwarding, start at 1.13
+        ("velocity", "1.20.4"),
+        ("velocity", "26.1"),
+        ("bungeecord", "1.8.9"),
+        ("bungeecord", "1.20.4"),
+        ("bungeeguard", "1.12.2"),
+        ("bungeeguard", "26.1"),
+    ],
+)
+async def test_forwarding_backends_see_the_real_player(
+    version: str, mode: str, nursery: trio.Nursery, tmp_path: Any
+) -> None:
+    from _forwarding_backend import ForwardingBackend
+
+    from infrarust.config import Forwarding, ForwardingMode
+
+    secret = "s3cret-forwarding"
+    (tmp_path / "forwarding.secret").write_text(secret + "\n")
+    fake = await nursery.start(FakeSessionServer().serve)
+    account = fake.add_account("token-f", "Forwarded")
+    backend = await nursery.start(ForwardingBackend(mode=mode, secret=secret.encode(), token=secret).serve)
+    server = ServerConfig(
+        name="forwarded",
+        addresses=(Address("127.0.0.1", backend.port),),
+        domains=("forwarded.test",),
+        proxy_mode=ProxyMode.CLIENT_ONLY,
+        forwarding_mode=ForwardingMode(mode),
+    )
+    config = proxy_config(
+        server,
+        auth=Auth(session_server=fake.url),
+        forwarding=Forwarding(secret_file=str(tmp_path / "forwarding.secret")),
+    )
+    proxy: infrarust.Proxy = await nursery.start(infrarust.serve, config)
+    client = await Client.start(
+        nursery, version, proxy.port, "forwarded.test", "Forwarded", online=("token-f", account.hex, fake.url)
+    )
+    await client.wait_text(f"forwarded Forwarded {account} 127.0.0.1")
+    assert [(p.name, p.uuid, p.address) for p in backend.players] == [("Forwarded", account, "127.0.0.1")]
+
+
+async def test_velocity_backend_without_forwarding_refuses(nursery: trio.Nursery) -> None:
+    from _forwarding_backend import VELOCITY_REQUIRED, ForwardingBackend
+
+    backend = await nursery.start(ForwardingBackend(mode="velocity", secret=b"x").serve)
+    server = ServerConfig(
+        name="velocity",
+        addresses=(Address("127.0.0.1", backend.port),),
+        domains=("velocity.test",),
+        proxy_mode=ProxyMode.OFFLINE,
+    )
+    proxy: infrarust.Proxy = await nursery.start(infrarust.serve, proxy_config(server))
+    client = await Client.start(nursery, "1.20.4", proxy.port, "velocity.test", "NoForward")
+    await client.wait_text(VELOCITY_REQUIRED)
+    assert backend.refusals == [VELOCITY_REQUIRED]
