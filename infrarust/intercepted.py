@@ -217,7 +217,10 @@ class _Login:
         self.server = server
         self.protocol = protocol
         self.client = MinecraftConnection(Role.SERVER, protocol)
-        self.client_sent = False  # once encrypted or compressed, the pipeline cannot tell the client
+        self.encrypted = False  # once encrypted or compressed, the pipeline cannot tell the client
+        # Bytes written on each leg during the logins: the session's counts start from them.
+        self.to_client = 0
+        self.to_backend = 0
 
     async def run(self) -> Outcome | None:
         try:
@@ -278,7 +281,7 @@ class _Login:
         except AuthenticationError as exc:
             raise _Refused("denied", FAILED_TO_VERIFY, error=str(exc)) from None
         self.client.enable_encryption(secret)
-        self.client_sent = True
+        self.encrypted = True
         server_hash = server_id_hash("", secret, key.public_der)
         auth = self.config.auth
         ip = self.connection.ip if auth.prevent_proxy_connections else None
@@ -293,13 +296,13 @@ class _Login:
 
     async def _to_client(self, packets: Iterable[Outgoing]) -> None:
         data = b"".join(self.client.send(*packet) for packet in packets)
-        self.client_sent = True
         await self.stream.send_all(data)
+        self.to_client += len(data)
 
     async def _refuse(self, reason: Any, message: str | None, **detail: object) -> Refusal:
         """A refusal; told here when the client leg is already encrypted or compressed (the finish stage
         writes plain frames), else by the finish stage."""
-        if message is None or not self.client_sent:
+        if message is None or not (self.encrypted or self.client.compression_threshold >= 0):
             return Refusal(reason, message, detail)
         with (
             trio.move_on_after(GOODBYE_TIMEOUT),
@@ -371,6 +374,8 @@ class _Login:
                 profile=profile,
                 verified=verified,
             )
+            player.traffic.client_to_backend = self.to_backend
+            player.traffic.backend_to_client = self.to_client
             session = _Session(self, backend_stream, backend, player)
             await session.run()
         finally:
@@ -385,17 +390,20 @@ class _Login:
         first = _proxy_header(self.server, self.connection, self.stream)
         first += login.handshake(shown.host, shown.port) + backend.send(*login.login_start())
         await stream.send_all(first)
+        self.to_backend += len(first)
         while True:
             packet = await _read(stream, backend)
             step = login.backend_packet(packet)
             if isinstance(step, Reply):
-                await stream.send_all(backend.send(*step.packet))
+                reply = backend.send(*step.packet)
+                await stream.send_all(reply)
+                self.to_backend += len(reply)
             elif isinstance(step, RefuseLogin):
                 return _Refused("denied", step.reason, error=step.reason)
             else:
                 data = self.client.relay(packet)
-                self.client_sent = True
                 await self.stream.send_all(data)
+                self.to_client += len(data)
                 if packet.name == "disconnect":
                     return _Refused("denied", None, error="the backend refused the login")
                 if packet.name == "login_success":

@@ -536,7 +536,8 @@ SERVER_ERRORS = [
     (
         MINIMAL_SERVER + "proxy_mode = 'splice'",
         "proxy_mode",
-        "unknown proxy_mode 'splice'; valid values: passthrough, zero_copy, server_only, client_only, offline",
+        "unknown proxy_mode 'splice'; valid values: passthrough, zero_copy, server_only, client_only,"
+        " offline",
     ),
     (MINIMAL_SERVER + "proxy_mode = 'Passthrough'", "proxy_mode", "unknown proxy_mode 'Passthrough'"),
     (
@@ -725,9 +726,7 @@ def test_every_problem_is_reported_together(main: Path) -> None:
         window = 10
         """,
     )
-    a = server_file(
-        main, "a.toml", "addresses = ['h:x']\nproxy_mode = 'full'\n[motd.online]\ntxt = 'x'\n"
-    )
+    a = server_file(main, "a.toml", "addresses = ['h:x']\nproxy_mode = 'full'\n[motd.online]\ntxt = 'x'\n")
     b = server_file(main, "b.toml", "domains = ['b.com']\n")
     c = server_file(main, "c.toml", "oops = \n")
     server_file(main, "d.toml", MINIMAL_SERVER)  # fine: contributes nothing

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.lowlevel
 from _session_server import SessionServer as FakeSessionServer
 from helpers import proxy_config
 
@@ -180,7 +181,9 @@ class Client:
         raise AssertionError(f"the client never saw {what}: {self.events[-10:]}")
 
     async def wait_text(self, text: str) -> dict[str, Any]:
-        return await self.wait(lambda e: e["event"] == "packet" and text in json.dumps(e["params"], ensure_ascii=False), text)
+        return await self.wait(
+            lambda e: e["event"] == "packet" and text in json.dumps(e["params"], ensure_ascii=False), text
+        )
 
     async def say(self, line: str) -> None:
         assert self.process.stdin is not None
@@ -189,6 +192,14 @@ class Client:
     def stop(self) -> None:
         if self.process.returncode is None:
             self.process.kill()
+
+
+def _dump(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def commands_seen(backend: Backend, name: str) -> list[str]:
+    return [e["command"] for e in backend.events(name) if e["event"] == "command"]
 
 
 async def find_player(proxy: infrarust.Proxy, name: str) -> ActivePlayer:
@@ -219,7 +230,7 @@ async def test_real_client_and_server_through_the_proxy(
                 seen.append(event)
 
     nursery.start_soon(watch)
-    await trio.sleep(0)
+    await trio.lowlevel.checkpoint()
     online = (f"token-{name}", account.hex, fake.url) if mode is ProxyMode.CLIENT_ONLY else None
     client = await Client.start(nursery, version, proxy.port, domain(mode, version), name, online=online)
     try:
@@ -257,8 +268,12 @@ async def test_real_client_and_server_through_the_proxy(
         await client.wait_text("permission")  # not an admin
         await client.say("command backendcmd")
         await backend.wait(name, lambda e: e["event"] == "command" and e["command"] == "backendcmd")
-        assert not [e for e in backend.events(name) if e["event"] == "command" and "ir" in e["command"].split()[:1]]
-        assert not [e for e in backend.events(name) if e["event"] == "command" and "infrarust" in e["command"]]
+        assert not [
+            e for e in backend.events(name) if e["event"] == "command" and "ir" in e["command"].split()[:1]
+        ]
+        assert not [
+            e for e in backend.events(name) if e["event"] == "command" and "infrarust" in e["command"]
+        ]
         if protocol >= 393:
             tree = await client.wait(lambda e: e["event"] == "commands", "a command tree")
             assert {"infrarust", "ir"} <= set(tree["names"])
@@ -290,7 +305,7 @@ async def events_of(proxy: infrarust.Proxy, nursery: trio.Nursery) -> list[objec
                 seen.append(event)
 
     nursery.start_soon(watch)
-    await trio.sleep(0)
+    await trio.lowlevel.checkpoint()
     return seen
 
 
@@ -333,11 +348,15 @@ async def test_admin_commands_and_an_unverified_admin_name(
         await impostor.wait_text("You do not have permission to use /ir broadcast")
         await impostor.say("command ir help")
         await impostor.wait_text("/infrarust find")
-        assert not [e for e in impostor.events if "i am admin" in json.dumps(e) and "permission" not in json.dumps(e)]
+        assert not [
+            e for e in impostor.events if "i am admin" in json.dumps(e) and "permission" not in json.dumps(e)
+        ]
     finally:
         impostor.stop()
     for name in ("Admin", "Victim"):
-        assert not [e for e in backend.events(name) if e["event"] == "command"], "a proxy command reached the server"
+        assert not [e for e in backend.events(name) if e["event"] == "command"], (
+            "a proxy command reached the server"
+        )
 
 
 @pytest.mark.parametrize("version", ["1.8.9", "1.20.4", "26.1"])
@@ -350,7 +369,9 @@ async def test_client_only_refusals_leave_other_sessions_alone(
     hanging = await nursery.start(FakeSessionServer(slow=True).serve)
     proxy: infrarust.Proxy = await nursery.start(infrarust.serve, config_for(backends, hanging.url))
     seen = await events_of(proxy, nursery)
-    bystander = await Client.start(nursery, version, proxy.port, domain(ProxyMode.OFFLINE, version), "Bystander")
+    bystander = await Client.start(
+        nursery, version, proxy.port, domain(ProxyMode.OFFLINE, version), "Bystander"
+    )
     await bystander.wait(lambda e: e["event"] == "play", "the play state")
     slow = await Client.start(
         nursery,
