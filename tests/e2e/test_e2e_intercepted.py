@@ -399,7 +399,13 @@ async def test_client_only_refusals_leave_other_sessions_alone(
     await stranger.wait(lambda e: e["event"] == "end", "the end")
     assert not [e for e in stranger.events if e["event"] == "play"]
 
-    refused = [e for e in seen + seen_answering if isinstance(e, infrarust.ConnectionRefused)]
+    # The refusal is published once the proxy's finish stage is done with the connection.
+    with trio.fail_after(WAIT):
+        while (
+            len(refused := [e for e in seen + seen_answering if isinstance(e, infrarust.ConnectionRefused)])
+            < 2
+        ):
+            await trio.sleep(0.02)
     assert [(e.reason, e.name) for e in refused] == [("denied", "Joiner"), ("denied", "Stranger")]
     assert [p.name for p in proxy.sessions] == ["Bystander"]
     await bystander.say("chat after the refusals")
