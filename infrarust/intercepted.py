@@ -453,6 +453,7 @@ class _Session:
     async def run(self) -> None:
         proxy, player = self.proxy, self.player
         traffic = player.traffic
+        self._follow_play()  # before 1.20.2 the Login Success relayed already put the client in play
         proxy.session_started(player)
         result: ForwardResult | None = None
         try:

@@ -22,6 +22,7 @@ from infrarust.config import Address, Auth, ProxyMode, ServerConfig
 from infrarust.intercepted import ActivePlayer
 from infrarust.player import PlayerNotActiveError
 from infrarust.protocol import (
+    Direction,
     Handshake,
     HelloReader,
     InboundPacket,
@@ -238,3 +239,31 @@ async def test_passive_players_still_refuse_active_calls() -> None:
     assert not player.active
     with pytest.raises(PlayerNotActiveError):
         await player.send_message("hi")
+
+
+@pytest.mark.parametrize("player_commands", [True, False])
+async def test_player_commands_switch(player_commands: bool, nursery: trio.Nursery) -> None:
+    """``/ir`` is the proxy's unless ``[permissions] player_commands`` is off (then the backend's)."""
+    from infrarust.config import Permissions
+    from infrarust.protocol import encode_string
+
+    backend = await nursery.start(StayingBackend().serve)
+    config = proxy_config(
+        server("cmd", backend.port), permissions=Permissions(player_commands=player_commands)
+    )
+    proxy: infrarust.Proxy = await nursery.start(infrarust.serve, config)
+    stream, connection = await raw_login(proxy.port, "cmd.test", 340, "Typer")
+    assert (await _read(stream, connection)).name == "login_success"
+    await find_player(proxy, "Typer")
+    chat = connection.send("chat_message", encode_string("/ir server"))
+    marker = connection.send_id(0x0B, (7).to_bytes(8, "big"))  # a keep alive after it, as a fence
+    await stream.send_all(chat + marker)
+    with trio.fail_after(WAIT):
+        while 0x0B not in backend.received.get("Typer", []):
+            await trio.sleep(0.01)
+    chat_id = connection.ids.require(State.PLAY, Direction.SERVERBOUND, "chat_message")
+    assert (chat_id in backend.received["Typer"]) is not player_commands
+    if player_commands:
+        answer = await _read(stream, connection)
+        assert answer.name == "chat" and b"You are on" in answer.body
+    await stream.aclose()
