@@ -491,3 +491,41 @@ async def test_velocity_backend_without_forwarding_refuses(nursery: trio.Nursery
     client = await Client.start(nursery, "1.20.4", proxy.port, "velocity.test", "NoForward")
     await client.wait_text(VELOCITY_REQUIRED)
     assert backend.refusals == [VELOCITY_REQUIRED]
+
+
+@pytest.mark.parametrize("version", ["1.12.2", "1.20.4"])
+async def test_mineflayer_spawns_and_chats_on_flying_squid_through_offline(
+    version: str, nursery: trio.Nursery
+) -> None:
+    node = node_executable()
+    squid = ManagedProcess(
+        [node, str(E2E_DIR / "squid_server.js"), "--version", version],
+        name=f"flying-squid {version}",
+        cwd=E2E_DIR,
+    )
+    try:
+        line = await trio.to_thread.run_sync(
+            lambda: squid.stdout.wait_for(lambda text: '"listening"' in text, STARTUP_TIMEOUT)
+        )
+        assert line is not None, squid.describe()
+        port = json.loads(line)["port"]
+        server = ServerConfig(
+            name="squid",
+            addresses=(Address("127.0.0.1", port),),
+            domains=("squid.test",),
+            proxy_mode=ProxyMode.OFFLINE,
+        )
+        proxy: infrarust.Proxy = await nursery.start(infrarust.serve, proxy_config(server))
+        argv = [node, str(E2E_DIR / "mineflayer_bot.js"), "--version", version, "--port", str(proxy.port)]
+        argv += ["--host", "squid.test", "--username", "Flayer", "--say", "hello squid"]
+        with trio.fail_after(90):
+            result = await trio.run_process(argv, capture_stdout=True, check=False, cwd=E2E_DIR)
+        events = [json.loads(text) for text in result.stdout.decode().splitlines() if text.startswith("{")]
+        assert any(e["event"] == "spawn" for e in events), events
+        assert any(e["event"] == "message" and "hello squid" in e["text"] for e in events), events
+        assert not [e for e in events if e["event"] in ("error", "kicked")], events
+        heard = [json.loads(text) for text in squid.stdout.snapshot() if '"chat"' in text]
+        assert [(e["username"], e["message"]) for e in heard] == [("Flayer", "hello squid")]
+    finally:
+        squid.stop()
+        squid.kill()
