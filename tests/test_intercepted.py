@@ -267,3 +267,19 @@ async def test_player_commands_switch(player_commands: bool, nursery: trio.Nurse
         answer = await _read(stream, connection)
         assert answer.name == "chat" and b"You are on" in answer.body
     await stream.aclose()
+
+
+async def test_drain_tells_intercepted_players_and_ends_with_shutdown(nursery: trio.Nursery) -> None:
+    backend = await nursery.start(StayingBackend().serve)
+    proxy: infrarust.Proxy = await nursery.start(infrarust.serve, proxy_config(server("drain", backend.port)))
+    stream, connection = await raw_login(proxy.port, "drain.test", 340, "Drained")
+    assert (await _read(stream, connection)).name == "login_success"
+    player = await find_player(proxy, "Drained")
+    nursery.start_soon(proxy.drain, 0.0)
+    goodbye = await _read(stream, connection)
+    assert goodbye.state is State.PLAY and goodbye.name == "disconnect"
+    assert b"disconnected by the proxy" in goodbye.body
+    with trio.fail_after(WAIT):
+        result = await player.wait_ended()
+    assert result.reason is ForwardEndReason.SHUTDOWN
+    await stream.aclose()
