@@ -27,12 +27,15 @@ if TYPE_CHECKING:
     from infrarust.events import ConnectionRefused as ConnectionRefused
     from infrarust.events import Event as Event
     from infrarust.events import EventsDropped as EventsDropped
+    from infrarust.events import PlayerChat as PlayerChat
+    from infrarust.events import PlayerCommand as PlayerCommand
     from infrarust.events import SessionEnded as SessionEnded
     from infrarust.events import SessionStarted as SessionStarted
     from infrarust.hooks import Deny as Deny
     from infrarust.hooks import HookHandle as HookHandle
     from infrarust.hooks import PreConnect as PreConnect
     from infrarust.hooks import Redirect as Redirect
+    from infrarust.intercepted import ActivePlayer as ActivePlayer
     from infrarust.player import Player as Player
     from infrarust.player import PlayerNotActiveError as PlayerNotActiveError
     from infrarust.proxy import Proxy as Proxy
@@ -56,12 +59,15 @@ _EXPORTS = {
     "ConnectionRefused": "infrarust.events",
     "Event": "infrarust.events",
     "EventsDropped": "infrarust.events",
+    "PlayerChat": "infrarust.events",
+    "PlayerCommand": "infrarust.events",
     "SessionEnded": "infrarust.events",
     "SessionStarted": "infrarust.events",
     "Deny": "infrarust.hooks",
     "HookHandle": "infrarust.hooks",
     "PreConnect": "infrarust.hooks",
     "Redirect": "infrarust.hooks",
+    "ActivePlayer": "infrarust.intercepted",
     "Player": "infrarust.player",
     "PlayerNotActiveError": "infrarust.player",
     "Proxy": "infrarust.proxy",

@@ -77,6 +77,7 @@ class Refusal:
     reason: RefusalReason
     message: str | None = None
     detail: Mapping[str, object] = attrs.field(factory=dict)
+    told: bool = False  # the stage already sent ``message`` (an encrypted or compressed leg, say)
 
 
 @frozen

@@ -83,13 +83,39 @@ class ConfigReloaded:
 
 
 @frozen
+class PlayerChat:
+    """A player of an intercepted session (``offline``, ``client_only``) said ``message`` in chat (observed;
+    it goes on to the backend)."""
+
+    player: Player
+    message: str
+
+
+@frozen
+class PlayerCommand:
+    """A player of an intercepted session ran ``command`` (without its slash). Backend commands go on to
+    the backend; the proxy's own ``/infrarust`` commands are published too and never forwarded."""
+
+    player: Player
+    command: str
+
+
+@frozen
 class EventsDropped:
     """This subscriber fell behind and lost ``count`` events, just before the next one it receives."""
 
     count: int
 
 
-Event = SessionStarted | SessionEnded | ConnectionRefused | ConfigReloaded | EventsDropped
+Event = (
+    SessionStarted
+    | SessionEnded
+    | ConnectionRefused
+    | ConfigReloaded
+    | PlayerChat
+    | PlayerCommand
+    | EventsDropped
+)
 
 
 class _Subscriber:

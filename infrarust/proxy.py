@@ -349,10 +349,10 @@ class Proxy:
             await self._reload(config)
         except ConfigError as exc:
             self.metrics.config_reload("rejected")
-            self._publish(ConfigReloaded(False, exc.problems))
+            self.publish(ConfigReloaded(False, exc.problems))
             raise
         self.metrics.config_reload("ok")
-        self._publish(ConfigReloaded(True))
+        self.publish(ConfigReloaded(True))
 
     async def _reload(self, config: ProxyConfig | None) -> None:
         current = self._generation.config
@@ -413,7 +413,7 @@ class Proxy:
         self.scaling.reload(config)  # fleetwire: balancers follow the servers
         await self._ondemand.follow(config, self._generation.serverlist)
         log.info("routes changed", servers=len(config.servers))
-        self._publish(ConfigReloaded(True))
+        self.publish(ConfigReloaded(True))
 
     async def follow_signals(
         self,
@@ -739,7 +739,7 @@ class Proxy:
         self, stream: trio.SocketStream, connection: Connection, generation: _Generation, outcome: Outcome
     ) -> None:
         """Tell the client (in its own protocol), then log, count and publish the outcome."""
-        if isinstance(outcome, Refusal):
+        if isinstance(outcome, Refusal) and not outcome.told:
             # A client that left first is not told: what it would have been told is in the log line.
             with (
                 trio.move_on_after(REFUSAL_SEND_TIMEOUT),
@@ -835,7 +835,9 @@ class Proxy:
                 )
             )
 
-    def _publish(self, event: Event) -> None:
+    def publish(self, event: Event) -> None:
+        """Hand ``event`` to the subscribers (what every relay and stage reports through); costs one truth
+        test when nobody listens."""
         if self._events:
             self._events.publish(event)
 

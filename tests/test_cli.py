@@ -58,10 +58,10 @@ def test_check_names_file_and_key_and_exits_1(tmp_path: Path) -> None:
 
 def test_run_refuses_a_bad_file_without_a_traceback(tmp_path: Path) -> None:
     path = write_config(tmp_path, 1)
-    (tmp_path / "servers" / "main.toml").write_text('addresses = ["127.0.0.1:1"]\nproxy_mode = "offline"\n')
+    (tmp_path / "servers" / "main.toml").write_text('addresses = ["127.0.0.1:1"]\nproxy_mode = "full"\n')
     result = run_cli("run", "-c", str(path), "--bind", "127.0.0.1:0")
     assert result.returncode == 1
-    assert re.search(r"main\.toml: proxy_mode: .*not supported yet", result.stderr), result.stderr
+    assert re.search(r"main\.toml: proxy_mode: `full` is not supported", result.stderr), result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -523,21 +523,21 @@ SERVER_ERRORS = [
         "proxy_mode 'server_only' needs at least one domain",
     ),
     (
-        MINIMAL_SERVER + "proxy_mode = 'client_only'",
+        MINIMAL_SERVER + "proxy_mode = 'full'",
         "proxy_mode",
-        "`client_only` is not supported yet: intercepted modes are not built;"
-        " use passthrough, zero_copy or server_only",
+        "`full` is not supported: it encrypts both legs; use client_only, offline, passthrough,"
+        " zero_copy or server_only",
     ),
     (
-        MINIMAL_SERVER + "proxy_mode = 'offline'",
-        "proxy_mode",
-        "`offline` is not supported yet: intercepted modes are not built;"
-        " use passthrough, zero_copy or server_only",
+        MINIMAL_SERVER + "forwarding_mode = 'modern'",
+        "forwarding_mode",
+        "unknown forwarding mode 'modern'; valid values: none, velocity, bungeecord, bungeeguard",
     ),
     (
         MINIMAL_SERVER + "proxy_mode = 'splice'",
         "proxy_mode",
-        "unknown proxy_mode 'splice'; valid values: passthrough, zero_copy, server_only",
+        "unknown proxy_mode 'splice'; valid values: passthrough, zero_copy, server_only, client_only,"
+        " offline",
     ),
     (MINIMAL_SERVER + "proxy_mode = 'Passthrough'", "proxy_mode", "unknown proxy_mode 'Passthrough'"),
     (
@@ -585,7 +585,6 @@ SERVER_ERRORS = [
     ),
     (MINIMAL_SERVER + "id = 'Lobby'", "id", "invalid server id 'Lobby': use lower-case letters"),
     (MINIMAL_SERVER + "id = 7", "id", "invalid server id 7"),
-    (MINIMAL_SERVER + "proxy_mode = 'full'", "proxy_mode", "`full` is not supported yet: intercepted modes"),
     (
         'domains = ["a.com"]\naddresses = [{ address = "10.0.0.1:25565", weight = 3 }]',
         "addresses[0]",
@@ -727,9 +726,7 @@ def test_every_problem_is_reported_together(main: Path) -> None:
         window = 10
         """,
     )
-    a = server_file(
-        main, "a.toml", "addresses = ['h:x']\nproxy_mode = 'client_only'\n[motd.online]\ntxt = 'x'\n"
-    )
+    a = server_file(main, "a.toml", "addresses = ['h:x']\nproxy_mode = 'full'\n[motd.online]\ntxt = 'x'\n")
     b = server_file(main, "b.toml", "domains = ['b.com']\n")
     c = server_file(main, "c.toml", "oops = \n")
     server_file(main, "d.toml", MINIMAL_SERVER)  # fine: contributes nothing

@@ -133,8 +133,8 @@ def test_bad_labels_are_reported(labels: dict[str, str], message: str) -> None:
 
 
 def test_a_mode_not_built_is_refused_like_in_a_file() -> None:
-    with pytest.raises(ConfigError, match="docker container mc: proxy_mode: `offline` is not supported yet"):
-        server_from_container(container(labels={"infrarust.proxy_mode": "offline"}))
+    with pytest.raises(ConfigError, match="docker container mc: proxy_mode: `full` is not supported"):
+        server_from_container(container(labels={"infrarust.proxy_mode": "full"}))
 
 
 def test_address_prefers_the_configured_network() -> None:

@@ -12,11 +12,15 @@ from ._infrarust import NOT_BUILT as NOT_BUILT
 from ._loader import DEFAULT_CONFIG_FILE as DEFAULT_CONFIG_FILE
 from ._loader import NOT_YET_ENFORCED as NOT_YET_ENFORCED
 from ._loader import load_config as load_config
+from ._models import MOJANG_SESSION_SERVER as MOJANG_SESSION_SERVER
 from ._models import Address as Address
+from ._models import Auth as Auth
 from ._models import Ban as Ban
 from ._models import Cluster as Cluster
 from ._models import Docker as Docker
 from ._models import DomainRewrite as DomainRewrite
+from ._models import Forwarding as Forwarding
+from ._models import ForwardingMode as ForwardingMode
 from ._models import HealthCheck as HealthCheck
 from ._models import IpFilter as IpFilter
 from ._models import Keepalive as Keepalive
@@ -25,6 +29,7 @@ from ._models import LogFormat as LogFormat
 from ._models import ManagerType as ManagerType
 from ._models import Metrics as Metrics
 from ._models import Motd as Motd
+from ._models import Permissions as Permissions
 from ._models import ProxyConfig as ProxyConfig
 from ._models import ProxyMode as ProxyMode
 from ._models import RateLimit as RateLimit

@@ -23,7 +23,6 @@ from ._models import ProxyConfig, ServerConfig
 
 # The features, named once so that every key of one feature says the same thing.
 _PLUGINS = "plugins"
-_FORWARDING = "player info forwarding (velocity, bungeecord)"
 _COMMANDS = "the proxy's own commands (/infrarust)"
 _LOAD_BALANCING = (
     "Infrarust's load-balancing keys (infrarust has `load_balance` and `[health_check]` instead)"
@@ -39,8 +38,6 @@ NOT_BUILT: Final[Mapping[type, Mapping[str, str]]] = MappingProxyType(
                 "telemetry": "OpenTelemetry export",
                 "plugins": _PLUGINS,
                 "plugins_dir": _PLUGINS,
-                "forwarding": _FORWARDING,
-                "permissions": _COMMANDS,
                 "announce_proxy_commands": _COMMANDS,
             }
         ),
@@ -48,7 +45,6 @@ NOT_BUILT: Final[Mapping[type, Mapping[str, str]]] = MappingProxyType(
             {
                 "limbo_handlers": "limbo handlers (plugins)",
                 "network": "server switching (networks)",
-                "forwarding_mode": _FORWARDING,
                 "balance": _LOAD_BALANCING,
                 "slow_start": _LOAD_BALANCING,
                 "slow_start_aggression": _LOAD_BALANCING,

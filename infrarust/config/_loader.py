@@ -110,8 +110,17 @@ class _Load:
             return None
         # Like servers_dir, the ban file is relative to this file's folder.
         ban = attrs.evolve(config.ban, file=str((path.parent / config.ban.file).resolve()))
+        forwarding = config.forwarding
+        if forwarding.secret_file is not None:
+            secret_file = str((path.parent / forwarding.secret_file).resolve())
+            forwarding = attrs.evolve(forwarding, secret_file=secret_file)
         return attrs.evolve(
-            config, servers_dir=resolved_dir, servers=tuple(servers), ban=ban, source=path.resolve()
+            config,
+            servers_dir=resolved_dir,
+            servers=tuple(servers),
+            ban=ban,
+            forwarding=forwarding,
+            source=path.resolve(),
         )
 
     def _read(self, path: Path) -> dict[str, Any] | None:

@@ -31,6 +31,16 @@ class ProxyMode(enum.Enum):
 _FORWARDING_MODES = frozenset({ProxyMode.PASSTHROUGH, ProxyMode.ZERO_COPY, ProxyMode.SERVER_ONLY})
 
 
+class ForwardingMode(enum.Enum):
+    """``[forwarding] mode`` / a server's ``forwarding_mode``: how an intercepted session tells the backend
+    who the player is (Infrarust v2's names)."""
+
+    NONE = "none"
+    VELOCITY = "velocity"
+    BUNGEECORD = "bungeecord"
+    BUNGEEGUARD = "bungeeguard"
+
+
 class LogFormat(enum.Enum):
     """``log_format``: how log lines are written."""
 
@@ -173,6 +183,7 @@ class ServerConfig:
     status_aggregate: bool = False
     health_check: HealthCheck = HealthCheck()
     server_manager: ServerManager | None = None
+    forwarding_mode: ForwardingMode | None = None  # None: the proxy's [forwarding] mode
     source: Path | None = None  # the file it was loaded from, for messages; None when built in code
 
 
@@ -272,6 +283,35 @@ class Docker:
     reconnect_delay: float = 5.0
 
 
+MOJANG_SESSION_SERVER = "https://sessionserver.mojang.com"
+
+
+@frozen
+class Auth:
+    """``[auth]``: how ``client_only`` authenticates players (a Yggdrasil-compatible session server)."""
+
+    session_server: str = MOJANG_SESSION_SERVER
+    prevent_proxy_connections: bool = False  # send the player's IP to hasJoined
+
+
+@frozen
+class Forwarding:
+    """``[forwarding]``: player-info forwarding of the intercepted modes; ``secret_file`` holds the velocity
+    secret (and the bungeeguard token). Relative to the configuration file's folder, like ``[ban] file``."""
+
+    mode: ForwardingMode = ForwardingMode.NONE
+    secret_file: str | None = None
+
+
+@frozen
+class Permissions:
+    """``[permissions]``: who may use the admin subcommands of ``/infrarust`` (names or UUIDs, verified
+    players only), and whether other players may use it at all."""
+
+    admins: tuple[str, ...] = ()
+    player_commands: bool = True
+
+
 @frozen
 class ProxyConfig:
     """The whole configuration: ``infrarust.toml`` and the servers it points at."""
@@ -299,5 +339,8 @@ class ProxyConfig:
     metrics: Metrics | None = None
     cluster: Cluster | None = None
     docker: Docker | None = None
+    auth: Auth = Auth()
+    forwarding: Forwarding = Forwarding()
+    permissions: Permissions = Permissions()
     servers: tuple[ServerConfig, ...] = ()
     source: Path | None = None  # the infrarust.toml it was loaded from; None for defaults or code

@@ -34,10 +34,13 @@ from ._favicon import load_favicon
 from ._infrarust import MOTD_STATES
 from ._models import (
     Address,
+    Auth,
     Ban,
     Cluster,
     Docker,
     DomainRewrite,
+    Forwarding,
+    ForwardingMode,
     HealthCheck,
     IpFilter,
     Keepalive,
@@ -46,6 +49,7 @@ from ._models import (
     ManagerType,
     Metrics,
     Motd,
+    Permissions,
     ProxyConfig,
     ProxyMode,
     RateLimit,
@@ -67,7 +71,7 @@ PIPE_SIZE_MIN = 4096
 PIPE_SIZE_MAX = 1024 * 1024
 # Fields filled in by the loader, never read from a file: naming them in a file is an unknown key.
 _LOADER_FIELDS = ("servers", "source")
-_SUPPORTED_MODES = ", ".join(mode.value for mode in ProxyMode if mode.is_forwarding)
+_SUPPORTED_MODES = ", ".join(mode.value for mode in ProxyMode)
 # Infrarust v2's "full" mode (encryption on both legs) is an intercepted mode too.
 _INTERCEPTED_ONLY_IN_INFRARUST = frozenset({"full"})
 
@@ -195,16 +199,30 @@ def _proxy_mode(value: object, _: object = None) -> ProxyMode:
         if text in _INTERCEPTED_ONLY_IN_INFRARUST:
             raise ValueError(_intercepted_not_built(text)) from None
         raise ValueError(f"unknown proxy_mode {text!r}; valid values: {_SUPPORTED_MODES}") from None
-    if not mode.is_forwarding:
-        raise ValueError(_intercepted_not_built(text))
     return mode
 
 
 def _intercepted_not_built(mode: str) -> str:
     return (
-        f"`{mode}` is not supported yet: intercepted modes are not built; use passthrough, zero_copy"
-        " or server_only"
+        f"`{mode}` is not supported: it encrypts both legs; use client_only, offline, passthrough,"
+        " zero_copy or server_only"
     )
+
+
+def _forwarding_mode(value: object, _: object = None) -> ForwardingMode:
+    text = _string(value)
+    try:
+        return ForwardingMode(text)
+    except ValueError:
+        valid = ", ".join(mode.value for mode in ForwardingMode)
+        raise ValueError(f"unknown forwarding mode {text!r}; valid values: {valid}") from None
+
+
+def _admin(value: object) -> str:
+    text = _string(value).strip()
+    if not text:
+        raise ValueError("expected a player name or UUID, got an empty string")
+    return text
 
 
 def _log_format(value: object, _: object = None) -> LogFormat:
@@ -412,6 +430,9 @@ _TABLES: tuple[type, ...] = (
     HealthCheck,
     Cluster,
     Docker,
+    Auth,
+    Forwarding,
+    Permissions,
     ServerManager,
     ServerConfig,
     ProxyConfig,
@@ -429,6 +450,7 @@ def make_converter(base_dir: Path) -> cattrs.Converter:
     converter.register_structure_hook(Path, _path)
     converter.register_structure_hook(Address, _address)
     converter.register_structure_hook(ProxyMode, _proxy_mode)
+    converter.register_structure_hook(ForwardingMode, _forwarding_mode)
     converter.register_structure_hook(UnknownDomainBehavior, _unknown_domain_behavior)
     converter.register_structure_hook(LogFormat, _log_format)
     converter.register_structure_hook(DomainRewrite, _domain_rewrite)
@@ -467,6 +489,8 @@ def make_converter(base_dir: Path) -> cattrs.Converter:
         },
         ZeroCopy: {"pipe_size": override(struct_hook=_pipe_size)},
         Ban: {"file": override(struct_hook=_file_path)},
+        Forwarding: {"secret_file": override(struct_hook=_file_path)},
+        Permissions: {"admins": override(struct_hook=_each(_admin))},
         HealthCheck: {
             "interval": override(struct_hook=_positive_duration),
             "timeout": override(struct_hook=_positive_duration),

@@ -1,0 +1,531 @@
+"""The intercepted modes end to end: real PrismarineJS minecraft-protocol servers and clients through the
+real proxy (embedded, so the tests also drive the active Player API).
+
+One Node server per version is shared by the module (half of them with compression, half without);
+each matrix cell starts a proxy, logs a real client in through ``offline`` or ``client_only`` (then
+online, against a loopback session server whose ``join`` the client calls), and checks what the
+client library and the server decoded: chat echoed, a 2 MB packet intact, messages/action bar/titles
+from the embedding program, ``/infrarust`` answered by the proxy and never seen by the server, tab
+completion, and ``disconnect(reason)``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable, Iterator
+from functools import partial
+from typing import Any
+
+import pytest
+import trio
+import trio.lowlevel
+from _session_server import SessionServer as FakeSessionServer
+from helpers import proxy_config
+
+import infrarust
+from infrarust.auth import offline_uuid
+from infrarust.config import Address, Auth, Permissions, ProxyConfig, ProxyMode, ServerConfig
+from infrarust.events import PlayerChat, PlayerCommand, SessionEnded
+from infrarust.intercepted import ActivePlayer
+from infrarust.transport import ForwardEndReason
+
+from .harness import E2E_DIR, ManagedProcess, node_executable
+
+# version -> (library, protocol number, compression on)
+VERSIONS: dict[str, tuple[str, int, bool]] = {
+    "1.8.9": ("1.54", 47, True),
+    "1.12.2": ("1.54", 340, False),
+    "1.16.5": ("1.54", 754, True),
+    "1.19.4": ("1.54", 762, False),
+    "1.20.1": ("1.54", 763, True),
+    "1.20.4": ("1.54", 765, False),
+    "1.21.1": ("1.54", 767, True),
+    "1.21.4": ("1.54", 769, False),
+    "1.21.8": ("1.68", 772, True),
+    "26.1": ("1.68", 775, False),
+}
+MODES = (ProxyMode.OFFLINE, ProxyMode.CLIENT_ONLY)
+STARTUP_TIMEOUT = 60.0
+WAIT = 20.0
+BIG_LENGTH = 2_000_000
+
+
+class Backend(ManagedProcess):
+    """``node mc_intercept_server.js`` for one version."""
+
+    def __init__(self, node: str, version: str) -> None:
+        library, _, compression = VERSIONS[version]
+        argv = [node, str(E2E_DIR / "mc_intercept_server.js"), "--library", library, "--version", version]
+        argv += ["--compression", "on" if compression else "off"]
+        super().__init__(argv, name=f"backend {version}", cwd=E2E_DIR)
+        self.port = 0
+
+    def wait_listening(self) -> None:
+        line = self.stdout.wait_for(lambda line: '"listening"' in line, STARTUP_TIMEOUT)
+        if line is None:
+            raise AssertionError(f"the backend did not start\n{self.describe()}")
+        self.port = int(json.loads(line)["port"])
+
+    def events(self, username: str) -> list[dict[str, Any]]:
+        found = [json.loads(line) for line in self.stdout.snapshot() if line.startswith("{")]
+        return [event for event in found if event.get("username") == username]
+
+    async def wait(self, username: str, predicate: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+        with trio.move_on_after(WAIT):
+            while True:
+                for event in self.events(username):
+                    if predicate(event):
+                        return event
+                await trio.sleep(0.02)
+        raise AssertionError(f"the backend never reported it for {username}\n{self.describe()}")
+
+
+@pytest.fixture(scope="module")
+def backends() -> Iterator[dict[str, Backend]]:
+    node = node_executable()
+    started: dict[str, Backend] = {}
+    try:
+        for version in VERSIONS:
+            started[version] = Backend(node, version)
+        for backend in started.values():
+            backend.wait_listening()
+        yield started
+    finally:
+        for backend in started.values():
+            backend.stop()
+            backend.kill()
+
+
+def domain(mode: ProxyMode, version: str) -> str:
+    return f"{mode.value.replace('_', '-')}-{version.replace('.', '-')}.test"
+
+
+def config_for(backends: dict[str, Backend], session_url: str, **changes: Any) -> ProxyConfig:
+    servers = tuple(
+        ServerConfig(
+            name=f"{mode.value}-{version.replace('.', '-')}",
+            addresses=(Address("127.0.0.1", backend.port),),
+            domains=(domain(mode, version),),
+            proxy_mode=mode,
+        )
+        for version, backend in backends.items()
+        for mode in MODES
+    )
+    return proxy_config(
+        *servers,
+        auth=Auth(session_server=session_url),
+        permissions=Permissions(admins=("Admin",)),
+        **changes,
+    )
+
+
+class Client:
+    """``node mc_intercept_client.js``: a real client driven on stdin, its JSON lines collected."""
+
+    def __init__(self, process: trio.Process) -> None:
+        self.process = process
+        self.events: list[dict[str, Any]] = []
+        self._changed = trio.Event()
+
+    @classmethod
+    async def start(
+        cls,
+        nursery: trio.Nursery,
+        version: str,
+        port: int,
+        host: str,
+        username: str,
+        *,
+        online: tuple[str, str, str] | None = None,
+    ) -> Client:
+        library = VERSIONS[version][0] if version in VERSIONS else "1.68"
+        argv = [node_executable(), str(E2E_DIR / "mc_intercept_client.js"), "--library", library]
+        argv += ["--version", version, "--port", str(port), "--host", host, "--username", username]
+        if online is not None:
+            token, player_uuid, url = online
+            argv += ["--token", token, "--uuid", player_uuid, "--session-server", url]
+        process: trio.Process = await nursery.start(
+            partial(
+                trio.run_process,
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                check=False,
+                cwd=E2E_DIR,
+            )
+        )
+        client = cls(process)
+        nursery.start_soon(client._pump)
+        return client
+
+    async def _pump(self) -> None:
+        assert self.process.stdout is not None
+        buffer = b""
+        async for chunk in self.process.stdout:
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                if line.startswith(b"{"):
+                    self.events.append(json.loads(line))
+            self._changed.set()
+            self._changed = trio.Event()
+
+    async def wait(self, predicate: Callable[[dict[str, Any]], bool], what: str) -> dict[str, Any]:
+        with trio.move_on_after(WAIT):
+            while True:
+                for event in self.events:
+                    if predicate(event):
+                        return event
+                await self._changed.wait()
+        raise AssertionError(f"the client never saw {what}: {self.events[-10:]}")
+
+    async def wait_text(self, text: str) -> dict[str, Any]:
+        return await self.wait(
+            lambda e: e["event"] == "packet" and text in json.dumps(e["params"], ensure_ascii=False), text
+        )
+
+    async def say(self, line: str) -> None:
+        assert self.process.stdin is not None
+        await self.process.stdin.send_all(line.encode() + b"\n")
+
+    def stop(self) -> None:
+        if self.process.returncode is None:
+            self.process.kill()
+
+
+def _dump(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def commands_seen(backend: Backend, name: str) -> list[str]:
+    return [e["command"] for e in backend.events(name) if e["event"] == "command"]
+
+
+async def find_player(proxy: infrarust.Proxy, name: str) -> ActivePlayer:
+    with trio.fail_after(WAIT):
+        while True:
+            for player in proxy.sessions:
+                if player.name == name and isinstance(player, ActivePlayer):
+                    return player
+            await trio.sleep(0.02)
+
+
+@pytest.mark.parametrize("mode", MODES, ids=lambda mode: mode.value)
+@pytest.mark.parametrize("version", list(VERSIONS))
+async def test_real_client_and_server_through_the_proxy(
+    version: str, mode: ProxyMode, backends: dict[str, Backend], nursery: trio.Nursery
+) -> None:
+    _, protocol, compressed = VERSIONS[version]
+    backend = backends[version]
+    fake = await nursery.start(FakeSessionServer().serve)
+    name = f"{'On' if mode is ProxyMode.CLIENT_ONLY else 'Off'}{protocol}"
+    account = fake.add_account(f"token-{name}", name)
+    proxy: infrarust.Proxy = await nursery.start(infrarust.serve, config_for(backends, fake.url))
+    seen: list[object] = []
+
+    async def watch() -> None:
+        async with proxy.subscribe() as events:
+            async for event in events:
+                seen.append(event)
+
+    nursery.start_soon(watch)
+    await trio.lowlevel.checkpoint()
+    online = (f"token-{name}", account.hex, fake.url) if mode is ProxyMode.CLIENT_ONLY else None
+    client = await Client.start(nursery, version, proxy.port, domain(mode, version), name, online=online)
+    try:
+        await client.wait(lambda e: e["event"] == "play", "the play state")
+        login = await backend.wait(name, lambda e: e["event"] == "login")
+        assert login["uuid"] == str(offline_uuid(name))  # the backend leg is an offline login
+        player = await find_player(proxy, name)
+        assert player.active and player.protocol_version == protocol
+        assert player.uuid == (account if mode is ProxyMode.CLIENT_ONLY else offline_uuid(name))
+        assert player.verified is (mode is ProxyMode.CLIENT_ONLY)
+        if mode is ProxyMode.CLIENT_ONLY:
+            assert [query for query in fake.requests if "hasJoined" in query[1]]
+
+        await client.say("chat hello through the proxy")
+        await client.wait_text(f"<{name}> hello through the proxy")
+        await client.say("chat big")
+        big = await backend.wait(name, lambda e: e["event"] == "big")
+        payload = await client.wait(lambda e: e["event"] == "payload", "the 2 MB packet")
+        assert payload["length"] == big["length"] == BIG_LENGTH and payload["sha256"] == big["sha256"]
+
+        await player.send_message("§aembedded message")
+        await client.wait_text("embedded message")
+        await player.send_action_bar("embedded bar")
+        await client.wait_text("embedded bar")
+        await player.send_title("embedded title", "embedded subtitle", fade_in=5, stay=40, fade_out=5)
+        await client.wait_text("embedded title")
+        await client.wait_text("embedded subtitle")
+
+        await client.say("command ir list")
+        await client.wait_text("player(s) online")
+        await client.wait_text(f": {name}")
+        await client.say(f"command infrarust find {name}")
+        await client.wait_text(f"{name} §6is on §e{mode.value}")
+        await client.say("command ir kick Nobody")
+        await client.wait_text("permission")  # not an admin
+        await client.say("command backendcmd")
+        await backend.wait(name, lambda e: e["event"] == "command" and e["command"] == "backendcmd")
+        assert not [
+            e for e in backend.events(name) if e["event"] == "command" and "ir" in e["command"].split()[:1]
+        ]
+        assert not [
+            e for e in backend.events(name) if e["event"] == "command" and "infrarust" in e["command"]
+        ]
+        if protocol >= 393:
+            tree = await client.wait(lambda e: e["event"] == "commands", "a command tree")
+            assert {"infrarust", "ir"} <= set(tree["names"])
+
+        await player.disconnect("§cembedded goodbye")
+        await client.wait_text("embedded goodbye")
+        result = await player.wait_ended()
+        assert result.reason is ForwardEndReason.SHUTDOWN
+        # Counted as written on each leg: the 2 MB payload itself when the legs do not compress.
+        assert result.client_to_backend > 0
+        assert result.backend_to_client > (0 if compressed else BIG_LENGTH)
+        chats = [e for e in seen if isinstance(e, PlayerChat)]
+        assert [e.message for e in chats] == ["hello through the proxy", "big"]
+        commands = [e.command for e in seen if isinstance(e, PlayerCommand)]
+        assert "ir list" in commands and "backendcmd" in commands
+        with trio.fail_after(WAIT):
+            while not any(isinstance(e, SessionEnded) for e in seen):
+                await trio.sleep(0.02)
+    finally:
+        client.stop()
+
+
+async def events_of(proxy: infrarust.Proxy, nursery: trio.Nursery) -> list[object]:
+    seen: list[object] = []
+
+    async def watch() -> None:
+        async with proxy.subscribe() as events:
+            async for event in events:
+                seen.append(event)
+
+    nursery.start_soon(watch)
+    await trio.lowlevel.checkpoint()
+    return seen
+
+
+@pytest.mark.parametrize("version", ["1.12.2", "1.20.4", "26.1"])
+async def test_admin_commands_and_an_unverified_admin_name(
+    version: str, backends: dict[str, Backend], nursery: trio.Nursery
+) -> None:
+    """A verified admin broadcasts and kicks; an ``offline`` player named like an admin is refused."""
+    backend = backends[version]
+    fake = await nursery.start(FakeSessionServer().serve)
+    admin_uuid = fake.add_account("token-admin", "Admin")
+    proxy: infrarust.Proxy = await nursery.start(infrarust.serve, config_for(backends, fake.url))
+    admin = await Client.start(
+        nursery,
+        version,
+        proxy.port,
+        domain(ProxyMode.CLIENT_ONLY, version),
+        "Admin",
+        online=("token-admin", admin_uuid.hex, fake.url),
+    )
+    victim = await Client.start(nursery, version, proxy.port, domain(ProxyMode.OFFLINE, version), "Victim")
+    try:
+        await admin.wait(lambda e: e["event"] == "play", "the play state")
+        await victim.wait(lambda e: e["event"] == "play", "the play state")
+        await admin.say("command ir broadcast hello everyone")
+        await victim.wait_text("hello everyone")
+        await admin.wait_text("hello everyone")
+        await admin.say("command infrarust kick victim go away now")
+        await admin.wait_text("Kicked")
+        await victim.wait_text("go away now")
+        await victim.wait(lambda e: e["event"] == "end", "the end of its session")
+        await admin.say("quit")
+    finally:
+        admin.stop()
+        victim.stop()
+    impostor = await Client.start(nursery, version, proxy.port, domain(ProxyMode.OFFLINE, version), "Admin")
+    try:
+        await impostor.wait(lambda e: e["event"] == "play", "the play state")
+        await impostor.say("command ir broadcast i am admin")
+        await impostor.wait_text("You do not have permission to use /ir broadcast")
+        await impostor.say("command ir help")
+        await impostor.wait_text("/infrarust find")
+        assert not [
+            e for e in impostor.events if "i am admin" in json.dumps(e) and "permission" not in json.dumps(e)
+        ]
+    finally:
+        impostor.stop()
+    for name in ("Admin", "Victim"):
+        assert not [e for e in backend.events(name) if e["event"] == "command"], (
+            "a proxy command reached the server"
+        )
+
+
+@pytest.mark.parametrize("version", ["1.8.9", "1.20.4", "26.1"])
+async def test_client_only_refusals_leave_other_sessions_alone(
+    version: str, backends: dict[str, Backend], nursery: trio.Nursery
+) -> None:
+    fake = await nursery.start(FakeSessionServer().serve)
+    uuid_hex = fake.add_account("token-x", "Joiner").hex
+    # The proxy asks a session server that hangs; the client's join goes to the working one.
+    hanging = await nursery.start(FakeSessionServer(slow=True).serve)
+    proxy: infrarust.Proxy = await nursery.start(infrarust.serve, config_for(backends, hanging.url))
+    seen = await events_of(proxy, nursery)
+    bystander = await Client.start(
+        nursery, version, proxy.port, domain(ProxyMode.OFFLINE, version), "Bystander"
+    )
+    await bystander.wait(lambda e: e["event"] == "play", "the play state")
+    slow = await Client.start(
+        nursery,
+        version,
+        proxy.port,
+        domain(ProxyMode.CLIENT_ONLY, version),
+        "Joiner",
+        online=("token-x", uuid_hex, fake.url),
+    )
+    with trio.fail_after(WAIT):
+        while not hanging.requests:
+            await trio.sleep(0.02)
+    await bystander.say("chat still here")
+    await bystander.wait_text("<Bystander> still here")
+    await slow.wait_text("Failed to verify username!")
+    assert not [e for e in slow.events if e["event"] == "play"]
+
+    # Never called join: hasJoined answers 204.
+    answering: infrarust.Proxy = await nursery.start(infrarust.serve, config_for(backends, fake.url))
+    seen_answering = await events_of(answering, nursery)
+    stranger = await Client.start(
+        nursery, version, answering.port, domain(ProxyMode.CLIENT_ONLY, version), "Stranger"
+    )
+    await stranger.wait_text("Failed to verify username!")
+    await stranger.wait(lambda e: e["event"] == "end", "the end")
+    assert not [e for e in stranger.events if e["event"] == "play"]
+
+    # The refusal is published once the proxy's finish stage is done with the connection.
+    with trio.fail_after(WAIT):
+        while (
+            len(refused := [e for e in seen + seen_answering if isinstance(e, infrarust.ConnectionRefused)])
+            < 2
+        ):
+            await trio.sleep(0.02)
+    assert [(e.reason, e.name) for e in refused] == [("denied", "Joiner"), ("denied", "Stranger")]
+    assert [p.name for p in proxy.sessions] == ["Bystander"]
+    await bystander.say("chat after the refusals")
+    await bystander.wait_text("<Bystander> after the refusals")
+    bystander.stop()
+
+
+async def test_session_server_down_refuses(backends: dict[str, Backend], nursery: trio.Nursery) -> None:
+    fake = await nursery.start(FakeSessionServer().serve)
+    uuid_hex = fake.add_account("token-d", "Downed").hex
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    closed_port = listener.socket.getsockname()[1]
+    await listener.aclose()  # nothing listens there now
+    config = config_for(backends, f"http://127.0.0.1:{closed_port}")
+    proxy: infrarust.Proxy = await nursery.start(infrarust.serve, config)
+    client = await Client.start(
+        nursery,
+        "1.21.4",
+        proxy.port,
+        domain(ProxyMode.CLIENT_ONLY, "1.21.4"),
+        "Downed",
+        online=("token-d", uuid_hex, fake.url),
+    )
+    await client.wait_text("Failed to verify username!")
+    assert not [e for e in client.events if e["event"] == "play"]
+
+
+@pytest.mark.parametrize(
+    ("mode", "version"),
+    [
+        ("velocity", "1.16.5"),  # login plugin messages, and so modern forwarding, start at 1.13
+        ("velocity", "1.20.4"),
+        ("velocity", "26.1"),
+        ("bungeecord", "1.8.9"),
+        ("bungeecord", "1.20.4"),
+        ("bungeeguard", "1.12.2"),
+        ("bungeeguard", "26.1"),
+    ],
+)
+async def test_forwarding_backends_see_the_real_player(
+    version: str, mode: str, nursery: trio.Nursery, tmp_path: Any
+) -> None:
+    from _forwarding_backend import ForwardingBackend
+
+    from infrarust.config import Forwarding, ForwardingMode
+
+    secret = "s3cret-forwarding"
+    (tmp_path / "forwarding.secret").write_text(secret + "\n")
+    fake = await nursery.start(FakeSessionServer().serve)
+    account = fake.add_account("token-f", "Forwarded")
+    backend = await nursery.start(ForwardingBackend(mode=mode, secret=secret.encode(), token=secret).serve)
+    server = ServerConfig(
+        name="forwarded",
+        addresses=(Address("127.0.0.1", backend.port),),
+        domains=("forwarded.test",),
+        proxy_mode=ProxyMode.CLIENT_ONLY,
+        forwarding_mode=ForwardingMode(mode),
+    )
+    config = proxy_config(
+        server,
+        auth=Auth(session_server=fake.url),
+        forwarding=Forwarding(secret_file=str(tmp_path / "forwarding.secret")),
+    )
+    proxy: infrarust.Proxy = await nursery.start(infrarust.serve, config)
+    client = await Client.start(
+        nursery, version, proxy.port, "forwarded.test", "Forwarded", online=("token-f", account.hex, fake.url)
+    )
+    await client.wait_text(f"forwarded Forwarded {account} 127.0.0.1")
+    assert [(p.name, p.uuid, p.address) for p in backend.players] == [("Forwarded", account, "127.0.0.1")]
+
+
+async def test_velocity_backend_without_forwarding_refuses(nursery: trio.Nursery) -> None:
+    from _forwarding_backend import VELOCITY_REQUIRED, ForwardingBackend
+
+    backend = await nursery.start(ForwardingBackend(mode="velocity", secret=b"x").serve)
+    server = ServerConfig(
+        name="velocity",
+        addresses=(Address("127.0.0.1", backend.port),),
+        domains=("velocity.test",),
+        proxy_mode=ProxyMode.OFFLINE,
+    )
+    proxy: infrarust.Proxy = await nursery.start(infrarust.serve, proxy_config(server))
+    client = await Client.start(nursery, "1.20.4", proxy.port, "velocity.test", "NoForward")
+    await client.wait_text(VELOCITY_REQUIRED)
+    assert backend.refusals == [VELOCITY_REQUIRED]
+
+
+@pytest.mark.parametrize("version", ["1.12.2", "1.20.4"])
+async def test_mineflayer_spawns_and_chats_on_flying_squid_through_offline(
+    version: str, nursery: trio.Nursery
+) -> None:
+    node = node_executable()
+    squid = ManagedProcess(
+        [node, str(E2E_DIR / "squid_server.js"), "--version", version],
+        name=f"flying-squid {version}",
+        cwd=E2E_DIR,
+    )
+    try:
+        line = await trio.to_thread.run_sync(
+            lambda: squid.stdout.wait_for(lambda text: '"listening"' in text, STARTUP_TIMEOUT)
+        )
+        assert line is not None, squid.describe()
+        port = json.loads(line)["port"]
+        server = ServerConfig(
+            name="squid",
+            addresses=(Address("127.0.0.1", port),),
+            domains=("squid.test",),
+            proxy_mode=ProxyMode.OFFLINE,
+        )
+        proxy: infrarust.Proxy = await nursery.start(infrarust.serve, proxy_config(server))
+        argv = [node, str(E2E_DIR / "mineflayer_bot.js"), "--version", version, "--port", str(proxy.port)]
+        argv += ["--host", "squid.test", "--username", "Flayer", "--say", "hello squid"]
+        with trio.fail_after(90):
+            result = await trio.run_process(argv, capture_stdout=True, check=False, cwd=E2E_DIR)
+        events = [json.loads(text) for text in result.stdout.decode().splitlines() if text.startswith("{")]
+        assert any(e["event"] == "spawn" for e in events), events
+        assert any(e["event"] == "message" and "hello squid" in e["text"] for e in events), events
+        assert not [e for e in events if e["event"] in ("error", "kicked")], events
+        heard = [json.loads(text) for text in squid.stdout.snapshot() if '"chat"' in text]
+        assert [(e["username"], e["message"]) for e in heard] == [("Flayer", "hello squid")]
+    finally:
+        squid.stop()
+        squid.kill()
