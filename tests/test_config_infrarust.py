@@ -240,13 +240,11 @@ def test_example_with_web_is_refused_as_not_built(tmp_path: Path) -> None:
     ]
 
 
-@pytest.mark.skipif(not mode_refused("offline"), reason="the offline mode is built")
-def test_example_latest_is_refused_for_its_intercepted_mode(tmp_path: Path) -> None:
+def test_example_latest_loads_with_its_intercepted_mode(tmp_path: Path) -> None:
     main = examples(tmp_path)
-    latest = write(tmp_path / "examples" / "servers" / "latest.toml", EXAMPLE_LATEST)
-    (problem,) = problems(main)
-    assert (problem.file, problem.key) == (str(latest), "proxy_mode")
-    assert problem.message.startswith("`offline` is not supported yet: intercepted modes are not built")
+    write(tmp_path / "examples" / "servers" / "latest.toml", EXAMPLE_LATEST)
+    latest = next(server for server in load_config(main).servers if server.name == "latest")
+    assert latest.proxy_mode is ProxyMode.OFFLINE and latest.domains == ("localhost", "test-4.fr")
 
 
 def test_example_balanced_is_refused_as_load_balancing(tmp_path: Path) -> None:
