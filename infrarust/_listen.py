@@ -8,7 +8,7 @@ import socket
 import trio
 
 from infrarust import logs
-from infrarust.config._models import Address, Keepalive
+from infrarust.config import Address, Keepalive
 from infrarust.transport import relay_stream, tune_socket
 
 log = logs.get_logger("infrarust.listener")

@@ -19,9 +19,15 @@ import trio
 from infrarust import logs
 from infrarust._readiness import Readiness, ReadyFileError
 from infrarust.bans import check_ban_file
-from infrarust.config import DEFAULT_CONFIG_FILE, ConfigError, load_config, parse_address
+from infrarust.config import (
+    DEFAULT_CONFIG_FILE,
+    Address,
+    ConfigError,
+    ProxyConfig,
+    load_config,
+    parse_address,
+)
 from infrarust.config import Metrics as MetricsConfig
-from infrarust.config._models import Address, ProxyConfig
 from infrarust.metrics import MetricsBindError
 from infrarust.proxy import Proxy
 from infrarust.workers import WorkerStartError, notify_ready, supervise, watch_parent

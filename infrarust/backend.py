@@ -13,8 +13,7 @@ import trio
 
 from infrarust import logs
 from infrarust.balance import Balancer
-from infrarust.config import format_duration
-from infrarust.config._models import Address, Keepalive, RewriteKind, ServerConfig
+from infrarust.config import Address, Keepalive, RewriteKind, ServerConfig, format_duration
 from infrarust.protocol import Handshake
 from infrarust.routing import rewrite_host
 from infrarust.transport import relay_stream, tune_socket

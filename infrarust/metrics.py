@@ -46,7 +46,7 @@ from prometheus_client.samples import Sample
 
 from infrarust import logs
 from infrarust._listen import accept, open_listener
-from infrarust.config._models import Address, ProxyMode, ServerConfig
+from infrarust.config import Address, ProxyMode, ServerConfig
 from infrarust.transport import ForwardEndReason, ForwardResult, Traffic
 
 log = logs.get_logger("infrarust.metrics")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from infrarust.config._models import ServerConfig
+from infrarust.config import ServerConfig
 
 _WILDCARD_CHARS = frozenset("*?")
 

@@ -13,7 +13,7 @@ from typing import Any
 import attrs
 import trio
 
-from infrarust.config._models import Motd
+from infrarust.config import Motd
 from infrarust.protocol import build_status_json
 
 # Shown when no [motd.*] / [default_motd.*] table gives a text.

@@ -20,7 +20,7 @@ import attrs
 import trio
 
 from infrarust._readiness import NOTIFY_SOCKET
-from infrarust.config._models import Address, ProxyConfig
+from infrarust.config import Address, ProxyConfig
 from infrarust.metrics import serve_worker_metrics
 
 logger = logging.getLogger("infrarust")
