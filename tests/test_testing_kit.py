@@ -484,8 +484,9 @@ async def test_uses_both(infrarust_proxy, fake_backend, tmp_path):
     assert (await kit.login("127.0.0.1", proxy.port, domain="x.example.com", name="Steve")).accepted
     pathlib.Path({ports!r}).write_text(json.dumps([proxy.port, backend.port]))
 
-def test_without_the_fixtures():
-    assert True
+def test_without_the_fixtures(request):
+    # The plugin adds nothing to a test that does not ask for it (no autouse fixture, no nursery).
+    assert not set(request.fixturenames) & set(["nursery", "infrarust_proxy", "fake_backend"])
 """
 
 
