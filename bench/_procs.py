@@ -223,8 +223,66 @@ class Floor(Contender):
 _LISTENING = re.compile(r"listening on \[?([0-9a-fA-F.:]+?)\]?:(\d+)")
 
 
+# The admission features as conf/ turns them on, for every infrarust contender: rate limits on (with
+# budgets the single bench address never exhausts: every bench connection comes from 127.0.0.1, so the
+# per-IP window does all its work and refuses nothing), a loaded ban list that matches no bench client
+# (player, UUID, address and CIDR bans), and the Prometheus endpoint on.
+ADMISSION_RATE_LIMIT = (
+    'max_connections = 100000000\nwindow = "10s"\nstatus_max = 100000000\nstatus_window = "10s"\n'
+)
+BANNED_PLAYERS = 1000
+BANNED_ADDRESSES = 200
+
+
+def write_bans(path: Path) -> None:
+    """A ban file of the size a busy network keeps: names, UUIDs, single addresses and a few CIDRs."""
+    stamp = "2026-01-01T00:00:00Z"
+    bans: list[dict[str, Any]] = []
+    for i in range(BANNED_PLAYERS):
+        bans.append({"name": f"griefer{i:04d}", "reason": "bench", "created_at": stamp, "expires_at": None})
+        bans.append(
+            {
+                "uuid": f"00000000-0000-4000-8000-{i:012d}",
+                "reason": "bench",
+                "created_at": stamp,
+                "expires_at": None,
+            }
+        )
+    for i in range(BANNED_ADDRESSES):
+        bans.append(
+            {
+                "ip": f"198.51.{i // 250}.{i % 250 + 1}",
+                "reason": "bench",
+                "created_at": stamp,
+                "expires_at": None,
+            }
+        )
+    for cidr in ("203.0.113.0/24", "192.0.2.0/24", "100.64.0.0/10", "2001:db8::/32", "198.18.0.0/15"):
+        bans.append({"ip": cidr, "reason": "bench", "created_at": stamp, "expires_at": None})
+    path.write_text(json.dumps({"version": 1, "bans": bans}))
+
+
+def admission_tables(workdir: Path, workers: int = 1) -> str:
+    """The ``[ban]`` and ``[metrics]`` tables (files written into ``workdir``)."""
+    write_bans(workdir / "bans.json")
+    port = free_port()
+    while workers > 1 and not all(_port_free(port + i) for i in range(1, workers)):
+        port = free_port()
+    return f'\n[ban]\nfile = "bans.json"\n\n[metrics]\nbind = "127.0.0.1:{port}"\n'
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 class Infrarust(Contender):
-    """``python -m infrarust run`` with one server routing bench.local to the backend."""
+    """``python -m infrarust run`` with one server routing bench.local to the backend, and the admission
+    features configured as in ``conf/`` (see ``ADMISSION_RATE_LIMIT`` and :func:`admission_tables`)."""
 
     def __init__(
         self,
@@ -235,15 +293,15 @@ class Infrarust(Contender):
         workers: int = 1,
         embedded: bool = False,
         *,
-        rate_limit: str = "max_connections = 0\nstatus_max = 0\n",
+        rate_limit: str = ADMISSION_RATE_LIMIT,
         extra: str = "",
+        features: bool = True,
     ) -> None:
         self.name = name
         self.workers = workers
         self.workdir = workdir
         (workdir / "servers").mkdir(parents=True, exist_ok=True)
         cfg = workdir / "infrarust.toml"
-        # Rate limiting per client IP is switched off: every benchmark connection comes from 127.0.0.1.
         cfg.write_text(
             'bind = "127.0.0.1:0"\n'
             'servers_dir = "servers"\n'
@@ -252,6 +310,7 @@ class Infrarust(Contender):
             + rate_limit
             + f"\n[zero_copy]\npipe_size = {PIPE_SIZE}\n"
             + extra  # fleetwire: bench.fleet's [cluster]
+            + (admission_tables(workdir, workers) if features else "")
         )
         (workdir / "servers" / "bench.toml").write_text(
             f'domains = ["{DOMAIN}"]\naddresses = ["127.0.0.1:{backend.port}"]\nproxy_mode = "{mode}"\n'

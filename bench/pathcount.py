@@ -25,7 +25,17 @@ from pathlib import Path
 from typing import Any
 
 from bench import _proc
-from bench._procs import BUILD, DOMAIN, PIPE_SIZE, REPO, Backend, run_loadgen, wait_port
+from bench._procs import (
+    ADMISSION_RATE_LIMIT,
+    BUILD,
+    DOMAIN,
+    PIPE_SIZE,
+    REPO,
+    Backend,
+    admission_tables,
+    run_loadgen,
+    wait_port,
+)
 
 _LISTENING = re.compile(r"listening on \[?[0-9a-fA-F.:]+?\]?:(\d+)")
 _PORT_LINE = re.compile(r"^port (\d+)", re.M)
@@ -36,8 +46,8 @@ def _config(workdir: Path, backend: Backend) -> Path:
     cfg = workdir / "infrarust.toml"
     cfg.write_text(
         'bind = "127.0.0.1:0"\nservers_dir = "servers"\n'
-        "\n[rate_limit]\nmax_connections = 0\nstatus_max = 0\n"
-        f"\n[zero_copy]\npipe_size = {PIPE_SIZE}\n"
+        f"\n[rate_limit]\n{ADMISSION_RATE_LIMIT}"
+        f"\n[zero_copy]\npipe_size = {PIPE_SIZE}\n" + admission_tables(workdir)
     )
     (workdir / "servers" / "bench.toml").write_text(
         f'domains = ["{DOMAIN}"]\naddresses = ["127.0.0.1:{backend.port}"]\nproxy_mode = "zero_copy"\n'
