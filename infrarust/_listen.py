@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import socket
+from typing import Any
 
 import trio
 
@@ -76,6 +77,13 @@ async def open_listener(
 async def accept(listener: trio.SocketListener, what: str) -> trio.SocketStream:
     """The next connection; running out of fds or memory for a moment is logged and retried, other
     errors (a broken listener) are raised (``trio.ClosedResourceError`` once the listener is closed).
+    """
+    stream, _ = await accept_peer(listener, what)
+    return stream
+
+
+async def accept_peer(listener: trio.SocketListener, what: str) -> tuple[trio.SocketStream, Any]:
+    """:func:`accept`, with the peer's address as accept(2) returned it (no getpeername call after).
 
     The socket is accepted from the listener's trio socket directly (which tries accept(2) before it waits,
     so a burst of connections is taken without a wait between them) and wrapped by ``relay_stream``:
@@ -84,7 +92,7 @@ async def accept(listener: trio.SocketListener, what: str) -> trio.SocketStream:
     """
     while True:
         try:
-            sock, _ = await listener.socket.accept()
+            sock, peer = await listener.socket.accept()
         except OSError as exc:
             if exc.errno in ACCEPT_SKIP_ERRORS:
                 continue
@@ -94,5 +102,5 @@ async def accept(listener: trio.SocketListener, what: str) -> trio.SocketStream:
                 raise
             log.error("accept failed, retrying", listener=what, error=exc.strerror or str(exc))
         else:
-            return relay_stream(sock)
+            return relay_stream(sock), peer
         await trio.sleep(ACCEPT_RETRY_DELAY)

@@ -97,9 +97,10 @@ class IpFilterRule:
     def __init__(self, ip_filter: IpFilter) -> None:
         self._whitelist = NetworkSet(ip_filter.whitelist)
         self._blacklist = NetworkSet(ip_filter.blacklist)
+        self._any = bool(self._whitelist or self._blacklist)
 
     def __bool__(self) -> bool:
-        return bool(self._whitelist or self._blacklist)
+        return self._any
 
     def allows(self, address: IpAddress | None) -> bool:
         """True when a client at ``address`` may reach the server."""
@@ -192,14 +193,15 @@ class Admission:
             server = connection.server
         if server is None:
             return Refusal("unknown_domain", UNKNOWN_DOMAIN_MESSAGE)
-        address = parse_ip(connection.ip)
-        if not self._global_filter.allows(address):
-            return Refusal("ip_filtered", FILTERED_MESSAGE, {"filter": "global"})
         rule = self._ip_rules.get(server.name)
         if rule is None:  # a server built in code by a hook
             rule = IpFilterRule(server.ip_filter)
-        if not rule.allows(address):
-            return Refusal("ip_filtered", FILTERED_MESSAGE)
+        if self._global_filter or rule:  # the address is parsed only when some filter has rules
+            address = parse_ip(connection.ip)
+            if not self._global_filter.allows(address):
+                return Refusal("ip_filtered", FILTERED_MESSAGE, {"filter": "global"})
+            if not rule.allows(address):
+                return Refusal("ip_filtered", FILTERED_MESSAGE)
         if not status and scaling is not None and fleet is not None:  # fleetwire: held until the end
             if not await scaling.reserve(connection, server):
                 return Refusal("full", FULL_MESSAGE, {"max_players": server.max_players})

@@ -16,7 +16,7 @@ from infrarust.balance import Balancer
 from infrarust.config import Address, Keepalive, RewriteKind, ServerConfig, format_duration
 from infrarust.protocol import Handshake
 from infrarust.routing import rewrite_host
-from infrarust.transport import relay_stream, tune_socket
+from infrarust.transport import relay_stream, socket_options, tune_socket
 
 log = logs.get_logger(__name__)
 
@@ -42,7 +42,7 @@ async def connect_backend(
         addresses = tuple(balancer.status_order() if status else balancer.order())
     for address in addresses:
         began = trio.current_time()
-        with trio.move_on_after(timeout):
+        with trio.CancelScope(deadline=began + timeout):
             try:
                 stream = await open_connection(address, keepalive)
             except OSError as exc:
@@ -90,10 +90,12 @@ async def open_connection(address: Address, keepalive: Keepalive | None = None) 
     await trio.lowlevel.checkpoint_if_cancelled()
     sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
     try:
-        if keepalive is not None:
-            tune_socket(sock, keepalive)
-        else:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # A socket made just now is open and TCP: set the options straight, without tune_socket's checks.
+        for level, option, value in socket_options(keepalive) if keepalive is not None else _NODELAY:
+            try:
+                sock.setsockopt(level, option, value)
+            except OSError:
+                continue  # as tune_socket: tuning never fails a connection
         err = sock.connect_ex((address.host, address.port))
         if err == errno.EINPROGRESS:
             await trio.lowlevel.wait_writable(sock)
@@ -106,6 +108,9 @@ async def open_connection(address: Address, keepalive: Keepalive | None = None) 
         sock.close()
         raise
     return relay_stream(trio.socket.from_stdlib_socket(sock))
+
+
+_NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -242,6 +242,44 @@ class _Index:
             if entry.uuid is not None:
                 _keep_longest(self.uuids, entry.uuid, entry)
         self.network_list = tuple(self.networks.items())
+        # The address ban (or None) found for a client address text: a flood of logins from a few addresses
+        # parses and scans the CIDRs once per address, not once per login. It lives as long as this index
+        # (any change builds a new one) and is cleared when full, so it stays bounded under address churn.
+        self.by_text: dict[str, BanEntry | None] = {}
+
+    def address_ban(self, text: str, now: float) -> BanEntry | None:
+        """The unexpired address or CIDR ban covering the address ``text``, or None."""
+        cache = self.by_text
+        try:
+            entry = cache[text]
+        except KeyError:
+            entry = self._address_ban(text)
+            if len(cache) >= _ADDRESS_CACHE_SIZE:
+                cache.clear()
+            cache[text] = entry
+        if entry is None or not entry.expired(now):
+            return entry
+        # The best match expired: look again without it (rare; the next purge drops it).
+        return self._address_ban(text, now)
+
+    def _address_ban(self, text: str, now: float | None = None) -> BanEntry | None:
+        address = parse_ip(text)
+        if address is None:
+            return None
+        entry = self.addresses.get(address)
+        if entry is not None and (now is None or not entry.expired(now)):
+            return entry
+        for network, entry in self.network_list:
+            if (
+                address.version == network.version
+                and address in network
+                and (now is None or not entry.expired(now))
+            ):
+                return entry
+        return None
+
+
+_ADDRESS_CACHE_SIZE = 4096
 
 
 def _keep_longest(index: dict[Any, BanEntry], key: object, entry: BanEntry) -> None:
@@ -347,16 +385,7 @@ class BanList:
                 return entry
         if ip is None or not (index.addresses or index.network_list):
             return None
-        address = parse_ip(str(ip))
-        if address is None:
-            return None
-        entry = index.addresses.get(address)
-        if entry is not None and not entry.expired(now):
-            return entry
-        for network, entry in index.network_list:
-            if address.version == network.version and address in network and not entry.expired(now):
-                return entry
-        return None
+        return index.address_ban(str(ip), now)
 
     def ban_ip(
         self,

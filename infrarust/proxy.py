@@ -28,7 +28,7 @@ import attrs
 import trio
 
 from infrarust import logs
-from infrarust._listen import accept, open_listener
+from infrarust._listen import accept_peer, open_listener
 from infrarust._ondemand import OnDemand
 from infrarust.admission import Admission, NetworkSet, parse_ip
 from infrarust.backend import backend_handshake, close
@@ -176,6 +176,7 @@ class Proxy:
         self.bans: BanList = bans if bans is not None else open_ban_list(config)
         self._events = EventBus()
         self._hooks = Hooks()
+        self._clock: Callable[[], float] = trio.current_time
         self._forwarders = Forwarders()
         self._sessions: set[Player] = set()
         self._players_by_server: collections.Counter[str] = collections.Counter()
@@ -462,6 +463,8 @@ class Proxy:
     ) -> None:
         """Listen (on ``listeners`` if given, else on ``config.bind``), report this object through
         ``task_status`` once listening, and serve until cancelled or drained."""
+        # The run's clock, read straight (trio.current_time goes through two more calls per read).
+        self._clock = trio.lowlevel.current_clock().current_time
         config = self._generation.config
         if listeners is None:
             listeners = [
@@ -519,12 +522,12 @@ class Proxy:
         with scope:
             while True:
                 try:
-                    stream = await accept(listener, "proxy")
+                    stream, peer = await accept_peer(listener, "proxy")
                 except (trio.ClosedResourceError, OSError):
                     if self._draining or not self._accepting:
                         return
                     raise
-                nursery.start_soon(self._handle_connection, stream)
+                nursery.start_soon(self._handle_connection, stream, peer)
 
     async def _summarise_ignored(self) -> None:
         while True:
@@ -536,9 +539,10 @@ class Proxy:
 
     # --- the pipeline --------------------------------------------------------------------------------
 
-    async def _handle_connection(self, stream: trio.SocketStream) -> None:
+    async def _handle_connection(self, stream: trio.SocketStream, peer: Any = None) -> None:
         generation = self._generation  # a reload mid-connection does not change what this one sees
-        connection = Connection(_address(stream.socket.getpeername), trio.current_time())
+        client = (peer[0], peer[1]) if peer else _address(stream.socket.getpeername)
+        connection = Connection(client, self._clock())
         try:
             limit = generation.config.max_connections
             if limit and self._connections >= limit:
@@ -563,8 +567,10 @@ class Proxy:
         """accept -> preamble -> admission -> connect -> relay; returns how it stopped (None once a session
         relayed: the relay finishes its own session, even when cancelled)."""
         config = generation.config
+        clock = self._clock
         try:
-            with trio.move_on_after(config.handshake_timeout) as deadline:
+            # The deadline counts from the accept (which is when the client started to wait for us).
+            with trio.CancelScope(deadline=connection.accepted_at + config.handshake_timeout) as deadline:
                 stopped = await self._read_preamble(stream, connection, generation)
             if deadline.cancelled_caught:
                 return Refusal(
@@ -572,7 +578,8 @@ class Proxy:
                 )
             if stopped is not None:
                 return stopped
-            self.metrics.handshake_time(trio.current_time() - connection.accepted_at)
+            started = clock()
+            self.metrics.handshake_time(started - connection.accepted_at)
             refusal = await generation.admission.admit(connection, self)
             if refusal is not None:
                 return refusal
@@ -600,11 +607,11 @@ class Proxy:
                 return held
             if not server.proxy_mode.is_forwarding:  # offline, client_only: the proxy speaks the protocol
                 return await serve_intercepted(self, stream, connection, config)
-            started = trio.current_time()
             connected = await self.scaling.connect(connection, server, config)  # fleetwire: balanced
             if connected is None:
                 return Refusal("backend_unreachable", server.disconnect_message)
-            self.metrics.backend_connect_time(server.name, trio.current_time() - started)
+            connected_at = clock()
+            self.metrics.backend_connect_time(server.name, connected_at - started)
         except ProtocolError as exc:  # a client speaking nonsense after its handshake (server list)
             return Failed("bad_packet", str(exc))
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
@@ -612,7 +619,7 @@ class Proxy:
         backend, address = connected
         try:
             first = proxy_header + _first_bytes(connection, server, address)
-            await self._relay(stream, backend, first, connection, config, address)
+            await self._relay(stream, backend, first, connection, config, address, connected_at)
         finally:
             close(backend)
         return None
@@ -674,6 +681,7 @@ class Proxy:
         connection: Connection,
         config: ProxyConfig,
         address: Address,
+        started_at: float,
     ) -> None:
         if not LISTENER_OPTIONS_INHERITED:
             tune_socket(client_stream, config.keepalive)
@@ -684,7 +692,7 @@ class Proxy:
             connection.client_text,
             connection.handshake,
             connection.login,
-            trio.current_time(),
+            started_at,
             backend_address=str(address),
         )
         self.session_started(player)
@@ -778,10 +786,9 @@ class Proxy:
         """The one place a connection's end is logged, counted and published."""
         if isinstance(outcome, Relayed):
             player, result = outcome.player, outcome.result
-            self.metrics.session_ended(
-                player.server.name, player.mode.value, result, trio.current_time() - player.started_at
-            )
-            _log_session_end(player, result)
+            duration = self._clock() - player.started_at
+            self.metrics.session_ended(player.server.name, player.mode.value, result, duration)
+            _log_session_end(player, result, duration)
             player._finish(result)
             if self._events:
                 self._events.publish(SessionEnded(player, result))
@@ -954,8 +961,7 @@ async def _send_first(backend: trio.SocketStream, data: bytes) -> None:
         raise trio.BrokenResourceError(str(exc)) from exc
 
 
-def _log_session_end(player: Player, result: ForwardResult) -> None:
-    duration = trio.current_time() - player.started_at
+def _log_session_end(player: Player, result: ForwardResult, duration: float) -> None:
     fields: dict[str, object] = {
         "server": player.server.name,
         "player": player.name or "-",

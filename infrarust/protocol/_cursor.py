@@ -24,11 +24,12 @@ class Cursor:
 
     def raw(self, count: int, what: str = "field") -> bytes:
         """The next ``count`` bytes."""
-        if count < 0 or count > self.remaining:
-            raise ProtocolError(f"{what} truncated: needs {count} bytes, {self.remaining} left")
         start = self.offset
-        self.offset += count
-        return bytes(self._data[start : self.offset])
+        end = start + count
+        if count < 0 or end > len(self._data):
+            raise ProtocolError(f"{what} truncated: needs {count} bytes, {self.remaining} left")
+        self.offset = end
+        return bytes(self._data[start:end])
 
     def varint(self, what: str = "VarInt") -> int:
         """The next VarInt."""
@@ -62,5 +63,5 @@ class Cursor:
 
     def expect_end(self, what: str) -> None:
         """Refuse bytes left over after the last field of ``what``."""
-        if self.remaining:
+        if self.offset != len(self._data):
             raise ProtocolError(f"{self.remaining} unexpected bytes after {what}")

@@ -20,6 +20,8 @@ def encode_string(text: str) -> bytes:
 
 def utf16_units(text: str) -> int:
     """Length of ``text`` as Java counts it (UTF-16 code units), which is what the limits are in."""
+    if text.isascii():  # host names and player names: one unit per character
+        return len(text)
     return len(text) + sum(1 for char in text if ord(char) > 0xFFFF)
 
 

@@ -35,6 +35,11 @@ def decode_varint(data: Buffer, offset: int = 0) -> tuple[int, int] | None:
     """
     if offset < 0:
         raise ProtocolError(f"negative offset {offset}")
+    if offset < len(data):
+        # Most VarInts on the connection path (lengths, ids, versions below 128) are one byte.
+        first = data[offset]
+        if first < 0x80:
+            return first, offset + 1
     result = 0
     for index in range(MAX_VARINT_BYTES):
         position = offset + index

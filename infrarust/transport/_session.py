@@ -131,6 +131,7 @@ class Session:
         self.error: str | None = None
         self.copy_fallback: str | None = None  # why this session stopped splicing, once it did
         self._running = 2
+        self._watched = self.read_timeout is not None or self.write_timeout is not None
         self._scope: trio.CancelScope | None = None
 
     def source_closed(self, direction: Direction) -> None:
@@ -154,8 +155,10 @@ class Session:
                 else ForwardEndReason.BACKEND_CLOSED
             )
         self._running -= 1
-        if self._running == 0 and self._scope is not None:
-            self._scope.cancel()  # stops the watchdog
+        if self._running == 0 and self._watched and self._scope is not None:
+            # Stops the watchdog. Without one the nursery ends by itself once both directions return;
+            # cancelling it anyway would raise and catch a Cancelled in the waiting parent task.
+            self._scope.cancel()
 
     def fail(self, message: str) -> None:
         """End both directions now; the session is an ``Error`` unless something ended it before."""
@@ -184,7 +187,7 @@ class Session:
                 self._scope = nursery.cancel_scope
                 to_backend, to_client = self.directions
                 nursery.start_soon(pump, self, to_backend)
-                if self.read_timeout is not None or self.write_timeout is not None:
+                if self._watched:
                     nursery.start_soon(self._watchdog)
                 # The nursery's body is a task already: running one direction here saves a task spawn per
                 # session, which shows on the per-connection path. It sits inside the nursery's scope, so
