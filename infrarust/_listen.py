@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import socket
 from typing import Any
@@ -38,6 +39,8 @@ ACCEPT_SKIP_ERRORS = frozenset(
 ACCEPT_CLOSED_ERRORS = frozenset({errno.EBADF, errno.ENOTSOCK})
 ACCEPT_RETRY_DELAY = 0.1
 LISTEN_BACKLOG = 4096
+DEFER_ACCEPT_SECONDS = 1
+_TCP_DEFER_ACCEPT: int | None = getattr(socket, "TCP_DEFER_ACCEPT", None)
 
 
 async def open_listener(
@@ -46,11 +49,16 @@ async def open_listener(
     backlog: int = LISTEN_BACKLOG,
     reuseport: bool = False,
     keepalive: Keepalive | None = None,
+    client_speaks_first: bool = False,
 ) -> trio.SocketListener:
     """A listening TCP socket on ``bind``; ``reuseport`` sets SO_REUSEPORT (several processes, one port).
 
     ``keepalive`` tunes the listener (TCP_NODELAY and keepalive), which Linux passes on to every accepted
-    connection: cheaper than tuning each one. Raises OSError (the socket closed) when it cannot listen.
+    connection: cheaper than tuning each one. ``client_speaks_first`` (the game port: a Minecraft client
+    always sends first) sets TCP_DEFER_ACCEPT where the platform has it: a connection is handed over once
+    its first bytes are there, so the first read never waits, and one that stays silent is handed over
+    after about ``DEFER_ACCEPT_SECONDS`` anyway (its handshake timeout then runs as usual). A real client
+    is never delayed. Raises OSError (the socket closed) when it cannot listen.
     """
     infos = await trio.socket.getaddrinfo(
         bind.host, bind.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -66,6 +74,10 @@ async def open_listener(
         else:
             # Accepted connections inherit it; accept() wraps them without setting it again.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if client_speaks_first and _TCP_DEFER_ACCEPT is not None:
+            # Where it is refused, the first read just waits as usual.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, _TCP_DEFER_ACCEPT, DEFER_ACCEPT_SECONDS)
         await sock.bind(sockaddr)
         sock.listen(backlog)
     except BaseException:

@@ -42,20 +42,32 @@ async def connect_backend(
         addresses = tuple(balancer.status_order() if status else balancer.order())
     for address in addresses:
         began = trio.current_time()
-        with trio.CancelScope(deadline=began + timeout):
-            try:
-                stream = await open_connection(address, keepalive)
-            except OSError as exc:
-                # Also EMFILE from socket() itself: this line must need no new fd (see infrarust.logs).
-                log.info(
-                    "backend connect failed",
-                    server=server.name,
-                    address=address,
-                    error=exc.strerror or str(exc),
-                )
-                if balancer is not None:
-                    balancer.mark_down(address, exc.strerror or str(exc))
-                continue
+        try:
+            # A literal address whose connect completed inside connect(2) (a backend on this host) needs
+            # no wait, so no deadline scope either; anything else waits under the address's timeout.
+            sock = start_connection(address, keepalive)
+            if sock is not None and _established(sock):
+                stream: trio.SocketStream | None = relay_stream(trio.socket.from_stdlib_socket(sock))
+            else:
+                stream = None
+                with trio.CancelScope(deadline=began + timeout):
+                    stream = await (
+                        open_connection(address, keepalive)
+                        if sock is None
+                        else finish_connection(sock, address)
+                    )
+        except OSError as exc:
+            # Also EMFILE from socket() itself: this line must need no new fd (see infrarust.logs).
+            log.info(
+                "backend connect failed",
+                server=server.name,
+                address=address,
+                error=exc.strerror or str(exc),
+            )
+            if balancer is not None:
+                balancer.mark_down(address, exc.strerror or str(exc))
+            continue
+        if stream is not None:
             if log.enabled(logging.DEBUG):
                 log.debug(
                     "backend connected",
@@ -81,13 +93,23 @@ async def open_connection(address: Address, keepalive: Keepalive | None = None) 
     and the real OS error if it failed. The socket gets TCP_NODELAY (and keepalive, when given) before it
     connects, and is wrapped without trio's per-stream options (see ``relay_stream``).
     """
-    family = _literal_family(address.host)
-    if family is None:
+    await trio.lowlevel.checkpoint_if_cancelled()
+    sock = start_connection(address, keepalive)
+    if sock is None:
         stream = await trio.open_tcp_stream(address.host, address.port)
         if keepalive is not None:
             tune_socket(stream, keepalive)
         return stream
-    await trio.lowlevel.checkpoint_if_cancelled()
+    return await finish_connection(sock, address)
+
+
+def start_connection(address: Address, keepalive: Keepalive | None = None) -> socket.socket | None:
+    """A non-blocking socket connecting to ``address`` (connected already, or in progress), tuned before
+    it connects; None when ``address`` is a name, not a literal IP. Raises OSError when the connect
+    failed at once (refused on this host, no route, out of fds)."""
+    family = _literal_family(address.host)
+    if family is None:
+        return None
     sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
     try:
         # A socket made just now is open and TCP: set the options straight, without tune_socket's checks.
@@ -97,17 +119,36 @@ async def open_connection(address: Address, keepalive: Keepalive | None = None) 
             except OSError:
                 continue  # as tune_socket: tuning never fails a connection
         err = sock.connect_ex((address.host, address.port))
-        if err == errno.EINPROGRESS:
-            await trio.lowlevel.wait_writable(sock)
-            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        else:
-            await trio.lowlevel.cancel_shielded_checkpoint()
+        if err and err != errno.EINPROGRESS:
+            raise OSError(err, f"Error connecting to {(address.host, address.port)!r}: {os.strerror(err)}")
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def finish_connection(sock: socket.socket, address: Address) -> trio.SocketStream:
+    """Wait for the connect ``start_connection`` began; the stream, or OSError with the real error. The
+    socket is closed if it fails or the wait is cancelled."""
+    try:
+        await trio.lowlevel.wait_writable(sock)
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
             raise OSError(err, f"Error connecting to {(address.host, address.port)!r}: {os.strerror(err)}")
     except BaseException:
         sock.close()
         raise
     return relay_stream(trio.socket.from_stdlib_socket(sock))
+
+
+def _established(sock: socket.socket) -> bool:
+    """True when the connect already completed (on this host the handshake runs inside connect(2)):
+    one getpeername instead of registering for writability and waiting a scheduler round for it."""
+    try:
+        sock.getpeername()
+    except OSError:
+        return False  # ENOTCONN: still in progress (or failed: the wait then reports why)
+    return True
 
 
 _NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)

@@ -114,7 +114,10 @@ class _Disconnecting(_Done):
         self._player = player
 
     def __await__(self) -> Generator[Any, None, None]:
-        return self._player._ended.wait().__await__()
+        return self._wait().__await__()
+
+    async def _wait(self) -> None:
+        await self._player.wait_ended()
 
 
 @attrs.define(eq=False)
@@ -146,7 +149,7 @@ class ActivePlayer(Player):
         JSON component) in the Disconnect screen. Acts at once; ``await`` it to wait for the end."""
         if self._session is not None:
             self._session.goodbye = reason if reason is not None else DEFAULT_KICK_REASON
-        self._cancel_scope.cancel()
+        self._cut()
         return _Disconnecting(self)
 
     async def send_message(self, message: str) -> None:
@@ -457,11 +460,11 @@ class _Session:
         proxy.session_started(player)
         result: ForwardResult | None = None
         try:
-            with player._cancel_scope:
-                async with trio.open_nursery() as nursery:
-                    self.nursery = nursery
-                    nursery.start_soon(self._client_to_backend)
-                    nursery.start_soon(self._backend_to_client)
+            async with trio.open_nursery() as nursery:
+                self.nursery = nursery
+                player._cut.attach(nursery.cancel_scope)
+                nursery.start_soon(self._client_to_backend)
+                nursery.start_soon(self._backend_to_client)
             if self.end is None:  # disconnect() or a drain cut the session
                 await self._say_goodbye()
                 reason, error = ForwardEndReason.SHUTDOWN, None

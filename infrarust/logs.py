@@ -103,7 +103,22 @@ def render_value(value: object) -> str:
 
 def render_fields(fields: Mapping[str, object]) -> str:
     """`` key=value`` for each field, each with its leading space."""
-    return "".join([f" {key}={render_value(value)}" for key, value in fields.items()])
+    # The common kinds inline (a session's end line is one of these per connection): a plain word or an
+    # int is written as it is, anything else goes through render_value.
+    parts = []
+    for key, value in fields.items():
+        if type(value) is int or (
+            type(value) is str
+            and value
+            and value.isprintable()
+            and " " not in value
+            and '"' not in value
+            and "=" not in value
+        ):
+            parts.append(f" {key}={value}")
+        else:
+            parts.append(f" {key}={render_value(value)}")
+    return "".join(parts)
 
 
 class Event:

@@ -11,7 +11,7 @@ import trio
 
 from infrarust.config import ProxyMode, ServerConfig
 from infrarust.protocol import Handshake, LoginStart
-from infrarust.transport import ForwardResult, Traffic
+from infrarust.transport import Cut, ForwardResult, Traffic
 
 
 class PlayerNotActiveError(Exception):
@@ -45,8 +45,8 @@ class Player:
     traffic: Traffic = attrs.field(factory=Traffic)
     result: ForwardResult | None = None  # set when the session has ended
     backend_address: str | None = None
-    _cancel_scope: trio.CancelScope = attrs.field(factory=trio.CancelScope, alias="_cancel_scope")
-    _ended: trio.Event = attrs.field(factory=trio.Event, alias="_ended")
+    _cut: Cut = attrs.field(factory=Cut, alias="_cut")
+    _ended: trio.Event | None = attrs.field(default=None, alias="_ended")  # made by the first waiter
 
     @property
     def name(self) -> str | None:
@@ -80,12 +80,15 @@ class Player:
         Acts at once; the result may be awaited (``await player.disconnect()``) for symmetry with the active
         modes. A forwarding mode cannot show ``reason`` to the player (it is logged).
         """
-        self._cancel_scope.cancel()
+        self._cut()
         return _Done()
 
     async def wait_ended(self) -> ForwardResult:
         """Wait for the session to end and return its :class:`~infrarust.ForwardResult`."""
-        await self._ended.wait()
+        if self.result is None:
+            if self._ended is None:
+                self._ended = trio.Event()
+            await self._ended.wait()
         assert self.result is not None
         return self.result
 
@@ -104,4 +107,5 @@ class Player:
     def _finish(self, result: ForwardResult) -> None:
         """Record how the session ended and wake :meth:`wait_ended` (the proxy's finish stage calls it)."""
         self.result = result
-        self._ended.set()
+        if self._ended is not None:
+            self._ended.set()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import os
 import signal
 import socket
 import struct
@@ -22,7 +23,7 @@ import sys
 import uuid as uuid_module
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import Any, Final
 
 import attrs
 import trio
@@ -468,7 +469,12 @@ class Proxy:
         config = self._generation.config
         if listeners is None:
             listeners = [
-                await open_listener(config.bind, reuseport=config.so_reuseport, keepalive=config.keepalive)
+                await open_listener(
+                    config.bind,
+                    reuseport=config.so_reuseport,
+                    keepalive=config.keepalive,
+                    client_speaks_first=True,
+                )
             ]
         elif not listeners:
             raise ValueError("serve() needs at least one listener")
@@ -569,13 +575,21 @@ class Proxy:
         config = generation.config
         clock = self._clock
         try:
-            # The deadline counts from the accept (which is when the client started to wait for us).
-            with trio.CancelScope(deadline=connection.accepted_at + config.handshake_timeout) as deadline:
-                stopped = await self._read_preamble(stream, connection, generation)
-            if deadline.cancelled_caught:
-                return Refusal(
-                    "handshake_timeout", None, {"after": format_duration(config.handshake_timeout)}
-                )
+            preamble = self._new_preamble(connection, generation)
+            # Most clients send the handshake and the login start at once, and the listener accepts only
+            # once data has arrived (TCP_DEFER_ACCEPT): the first read is tried without waiting, and a
+            # deadline scope is only entered when the proxy has to wait for more.
+            tried = _read_now(stream, preamble, connection)
+            stopped = None if isinstance(tried, _Wait) else tried
+            if isinstance(tried, _Wait):
+                # The deadline counts from the accept (when the client started to wait for us).
+                deadline = trio.CancelScope(deadline=connection.accepted_at + config.handshake_timeout)
+                with deadline:
+                    stopped = await _read_preamble(stream, preamble, connection)
+                if deadline.cancelled_caught:
+                    return Refusal(
+                        "handshake_timeout", None, {"after": format_duration(config.handshake_timeout)}
+                    )
             if stopped is not None:
                 return stopped
             started = clock()
@@ -624,54 +638,13 @@ class Proxy:
             close(backend)
         return None
 
-    async def _read_preamble(
-        self, stream: trio.SocketStream, connection: Connection, generation: _Generation
-    ) -> Outcome | None:
-        """Feed the client's bytes to a :class:`Preamble` until it is complete; fills ``connection``."""
+    def _new_preamble(self, connection: Connection, generation: _Generation) -> Preamble:
+        """The sans-IO reader of this connection's first bytes (a PROXY header first, when one is due)."""
         config = generation.config
         expect_header = config.receive_proxy_protocol and (
             not generation.trusted or parse_ip(connection.ip) in generation.trusted
         )
-        preamble = Preamble(proxy_header=expect_header)
-        try:
-            while True:
-                event = preamble.next_event()
-                if event is NEED_DATA:
-                    data = b""
-                    if preamble.legacy_ping_pending:
-                        with trio.move_on_after(LEGACY_PING_WAIT):
-                            data = await stream.receive_some(HELLO_READ_SIZE)
-                        if not data:
-                            preamble.silence()
-                            continue
-                    else:  # the raw socket: the stream layer's checks cost ~30 calls per connection
-                        try:
-                            data = await stream.socket.recv(HELLO_READ_SIZE)
-                        except OSError as exc:
-                            raise trio.BrokenResourceError(str(exc)) from exc
-                    preamble.receive_data(data)
-                elif isinstance(event, HelloReceived):
-                    connection.event = event.event
-                    connection.handshake = event.handshake
-                    if isinstance(event.event, LegacyLogin):
-                        connection.login = LoginStart(event.event.username, None)
-                elif isinstance(event, LoginStartReceived):
-                    connection.login = event.login
-                elif isinstance(event, PreambleComplete):
-                    connection.received = event.received
-                    connection.rest = event.rest
-                    return None
-                elif isinstance(event, ProxyHeaderReceived):
-                    if event.header.source is not None:
-                        connection.client = event.header.source
-                        connection.local = event.header.destination
-                        log.debug("proxy header read", client=connection.client_text)
-                elif isinstance(event, ClientClosed):
-                    return Ignored("closed_early")
-        except ProtocolError as exc:
-            return Refusal("bad_handshake", None, {"error": str(exc)})
-        except trio.BrokenResourceError as exc:
-            return Failed("closed_early", str(exc))
+        return Preamble(proxy_header=expect_header)
 
     async def _relay(
         self,
@@ -701,15 +674,15 @@ class Proxy:
         try:
             await _send_first(backend, first)
             traffic.client_to_backend += len(first)
-            with player._cancel_scope:
-                forwarder = self._forwarders.get(server.proxy_mode, config.zero_copy.pipe_size)
-                result = await forwarder.forward(
-                    client_stream,
-                    backend,
-                    traffic,
-                    read_timeout=server.timeouts.read,
-                    write_timeout=server.timeouts.write,
-                )
+            forwarder = self._forwarders.get(server.proxy_mode, config.zero_copy.pipe_size)
+            result = await forwarder.forward(
+                client_stream,
+                backend,
+                traffic,
+                read_timeout=server.timeouts.read,
+                write_timeout=server.timeouts.write,
+                cut=player._cut,
+            )
             if result is None:  # disconnect() or the end of a drain cut the session
                 result = await _cut(client_stream, backend, traffic)
             elif result.reason is ForwardEndReason.ERROR:
@@ -952,13 +925,101 @@ async def _send_first(backend: trio.SocketStream, data: bytes) -> None:
     """``backend.send_all(data)`` on the raw socket, without the stream layer's conflict detector and
     error-translating context manager (nothing else writes to a backend before its relay starts)."""
     sock = backend.socket
-    view = memoryview(data)
+    try:
+        # A fresh socket's send buffer takes a handshake and a login start whole: one write(2), no trio.
+        sent = os.write(sock.fileno(), data)
+    except BlockingIOError:
+        sent = 0
+    except OSError as exc:
+        raise trio.BrokenResourceError(str(exc)) from exc
+    if sent == len(data):
+        return
+    view = memoryview(data)[sent:]
     try:
         while view:
             sent = await sock.send(view)
             view = view[sent:]
     except OSError as exc:
         raise trio.BrokenResourceError(str(exc)) from exc
+
+
+class _Wait:
+    """The preamble needs bytes that have not arrived yet: the caller waits (under its deadline)."""
+
+
+_WAIT: Final = _Wait()
+
+
+def _read_now(
+    stream: trio.SocketStream, preamble: Preamble, connection: Connection
+) -> Outcome | _Wait | None:
+    """One read that does not wait: the bytes already received, fed to ``preamble``; its outcome, or
+    ``_WAIT`` when more must come. A plain ``read(2)`` on the non-blocking socket, so the common case needs
+    neither trio's socket layer nor a cancel scope."""
+    try:
+        data = os.read(stream.socket.fileno(), HELLO_READ_SIZE)
+    except BlockingIOError:
+        return _WAIT
+    except OSError as exc:
+        return Failed("closed_early", str(exc))
+    preamble.receive_data(data)
+    return _take_events(preamble, connection)
+
+
+async def _read_preamble(
+    stream: trio.SocketStream, preamble: Preamble, connection: Connection
+) -> Outcome | None:
+    """Feed the client's bytes to ``preamble`` until it is complete; fills ``connection``."""
+    while True:
+        stopped = _take_events(preamble, connection)
+        if not isinstance(stopped, _Wait):
+            return stopped
+        if preamble.legacy_ping_pending:
+            data = b""
+            with trio.move_on_after(LEGACY_PING_WAIT):
+                try:
+                    data = await stream.receive_some(HELLO_READ_SIZE)
+                except trio.BrokenResourceError as exc:
+                    return Failed("closed_early", str(exc))
+            if not data:
+                preamble.silence()
+                continue
+        else:  # the raw socket: the stream layer's checks cost ~30 calls per connection
+            try:
+                data = await stream.socket.recv(HELLO_READ_SIZE)
+            except OSError as exc:
+                return Failed("closed_early", str(exc))
+        preamble.receive_data(data)
+
+
+def _take_events(preamble: Preamble, connection: Connection) -> Outcome | _Wait | None:
+    """Take the preamble's events into ``connection`` until it needs data (``_WAIT``) or is done (None,
+    or how the connection ends: a client that closed early or sent a bad handshake)."""
+    try:
+        while True:
+            event = preamble.next_event()
+            if event is NEED_DATA:
+                return _WAIT
+            if isinstance(event, HelloReceived):
+                connection.event = event.event
+                connection.handshake = event.handshake
+                if isinstance(event.event, LegacyLogin):
+                    connection.login = LoginStart(event.event.username, None)
+            elif isinstance(event, LoginStartReceived):
+                connection.login = event.login
+            elif isinstance(event, PreambleComplete):
+                connection.received = event.received
+                connection.rest = event.rest
+                return None
+            elif isinstance(event, ProxyHeaderReceived):
+                if event.header.source is not None:
+                    connection.client = event.header.source
+                    connection.local = event.header.destination
+                    log.debug("proxy header read", client=connection.client_text)
+            elif isinstance(event, ClientClosed):
+                return Ignored("closed_early")
+    except ProtocolError as exc:
+        return Refusal("bad_handshake", None, {"error": str(exc)})
 
 
 def _log_session_end(player: Player, result: ForwardResult, duration: float) -> None:

@@ -472,10 +472,14 @@ async def test_a_login_arriving_during_a_drain_is_told_the_proxy_restarts(
     proxy = await start_proxy(nursery, proxy_config(server("s", ["s.test"], [backend.address])))
     holder = await login(proxy, "s.test", "Holder")
     await wait_until(lambda: len(proxy.sessions) == 1)
-    late = await connect(proxy)  # accepted before the drain, speaks after it began
+    # Accepted before the drain (the listener hands a connection over once it has spoken: TCP_DEFER_ACCEPT),
+    # its login start comes after the drain began.
+    late = await connect(proxy)
+    await late.send_all(handshake("s.test"))
+    await wait_until(lambda: proxy.connections == 2)
     nursery.start_soon(proxy.drain, 3)
     await wait_until(lambda: proxy.draining)
-    await late.send_all(handshake("s.test") + login_start("Late"))
+    await late.send_all(login_start("Late"))
     assert "restarting" in disconnect_text(await read_until_eof(late))
     await holder.aclose()
 

@@ -67,8 +67,19 @@ def pool_of(forwarder: Forwarder) -> PipePool | None:
     return forwarder.pool if isinstance(forwarder, SpliceForwarder) else None
 
 
-async def forward(forwarder: Forwarder, pair: Relay, traffic: Traffic, **timeouts: float) -> ForwardResult:
-    return await forwarder.forward(pair.proxy_client, pair.proxy_backend, traffic, **timeouts)
+async def forward(
+    forwarder: Forwarder,
+    pair: Relay,
+    traffic: Traffic,
+    *,
+    read_timeout: float | None = None,
+    write_timeout: float | None = None,
+) -> ForwardResult:
+    result = await forwarder.forward(
+        pair.proxy_client, pair.proxy_backend, traffic, read_timeout=read_timeout, write_timeout=write_timeout
+    )
+    assert result is not None  # no cut given: forward always has a result
+    return result
 
 
 # --- integrity --------------------------------------------------------------------------------------------

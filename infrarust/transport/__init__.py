@@ -8,6 +8,7 @@ from ._result import Traffic as Traffic
 from ._select import SPLICE_SUPPORTED as SPLICE_SUPPORTED
 from ._select import Forwarders as Forwarders
 from ._select import select_forwarder as select_forwarder
+from ._session import Cut as Cut
 from ._session import Forwarder as Forwarder
 from ._sockopts import socket_options as socket_options
 from ._sockopts import tune_socket as tune_socket

@@ -38,6 +38,32 @@ RELAY_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+class Cut:
+    """Ends one relay from outside (``Player.disconnect``, the end of a drain), at most once.
+
+    Calling it cancels the relay's own nursery, now or as soon as the relay starts, and ``forward`` then
+    returns None instead of a result: the caller decides how a cut session ends. It costs a plain object
+    per session, where a cancel scope of its own around ``forward`` would cost a scope entered and left.
+    """
+
+    __slots__ = ("_scope", "called")
+
+    def __init__(self) -> None:
+        self.called = False
+        self._scope: trio.CancelScope | None = None
+
+    def __call__(self) -> None:
+        self.called = True
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def attach(self, scope: trio.CancelScope) -> None:
+        """The relay's nursery scope, which the cut cancels (at once if the cut came first)."""
+        self._scope = scope
+        if self.called:
+            scope.cancel()
+
+
 class Forwarder(Protocol):
     """Relays bytes between a client and a backend until both sides are done.
 
@@ -45,7 +71,8 @@ class Forwarder(Protocol):
     one side becomes ``shutdown(SHUT_WR)`` on the other while the other direction keeps going. It returns
     when both directions saw EOF, or at once on the first error or timeout in either direction.
     ``traffic`` is updated as bytes are delivered, so it is exact even when the caller's scope cancels
-    ``forward`` (which lets ``trio.Cancelled`` propagate; the caller then reports ``Shutdown``).
+    ``forward`` (which lets ``trio.Cancelled`` propagate; the caller then reports ``Shutdown``). With a
+    ``cut`` that is called while the relay runs, ``forward`` returns None.
     """
 
     name: str
@@ -58,7 +85,8 @@ class Forwarder(Protocol):
         *,
         read_timeout: float | None = None,
         write_timeout: float | None = None,
-    ) -> ForwardResult:
+        cut: Cut | None = None,
+    ) -> ForwardResult | None:
         """Relay until both directions end; see the class docstring."""
         ...
 
@@ -77,12 +105,13 @@ class SessionForwarder:
         *,
         read_timeout: float | None = None,
         write_timeout: float | None = None,
-    ) -> ForwardResult:
+        cut: Cut | None = None,
+    ) -> ForwardResult | None:
         """Relay until both directions end (see :class:`Forwarder`)."""
         lift_send_limit(client)
         lift_send_limit(backend)
         session = Session(client, backend, traffic, read_timeout, write_timeout)
-        return await session.run(self._pump)
+        return await session.run(self._pump, cut)
 
     def _pump(self, session: Session, direction: Direction) -> Awaitable[None]:
         """Move one direction's bytes until it ends (a coroutine, or a function returning one)."""
@@ -180,11 +209,16 @@ class Session:
                 reason=why,
             )
 
-    async def run(self, pump: Callable[[Session, Direction], Awaitable[None]]) -> ForwardResult:
-        """Run ``pump`` for both directions (and the watchdog) and return how the session ended."""
+    async def run(
+        self, pump: Callable[[Session, Direction], Awaitable[None]], cut: Cut | None = None
+    ) -> ForwardResult | None:
+        """Run ``pump`` for both directions (and the watchdog) and return how the session ended (None when
+        ``cut`` stopped it)."""
         try:
             async with trio.open_nursery() as nursery:
                 self._scope = nursery.cancel_scope
+                if cut is not None:
+                    cut.attach(nursery.cancel_scope)
                 to_backend, to_client = self.directions
                 nursery.start_soon(pump, self, to_backend)
                 if self._watched:
@@ -200,6 +234,8 @@ class Session:
             if rest is None and cancelled is not None:
                 raise _first_leaf(cancelled) from None
             raise
+        if cut is not None and cut.called and self._running:  # stopped before both directions ended
+            return None
         if self.reason is None:  # pragma: no cover - every way out of the nursery sets a reason
             self.reason, self.error = ForwardEndReason.ERROR, "relay ended without a reason"
         return self.traffic.result(self.reason, self.error)
