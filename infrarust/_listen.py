@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import socket
+import weakref
 from typing import Any
 
 import trio
@@ -64,7 +65,13 @@ async def open_listener(
         bind.host, bind.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )
     family, type_, proto, _, sockaddr = infos[0]
-    sock = trio.socket.socket(family, type_, proto)
+    # Made as a standard socket and wrapped: accept_peer keeps using the standard one (see _Burst).
+    raw = socket.socket(family, type_, proto)
+    try:
+        sock = trio.socket.from_stdlib_socket(raw)
+    except BaseException:
+        raw.close()
+        raise
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if reuseport:
@@ -83,7 +90,45 @@ async def open_listener(
     except BaseException:
         sock.close()
         raise
+    _BURSTS[sock] = _Burst(raw)
     return trio.SocketListener(sock)
+
+
+class _Burst:
+    """How a listener made by :func:`open_listener` is accepted from: accept(2) on the standard socket
+    until it would block, waiting for readability only then.
+
+    trio's ``accept`` yields to the scheduler after every connection (a checkpoint), a round of the run
+    loop per connection under a flood. Here connections are taken back to back, and the accepting task
+    yields once every ``BURST`` connections so the tasks it starts get to run.
+    """
+
+    BURST = 64
+    __slots__ = ("raw", "streak")
+
+    def __init__(self, raw: socket.socket) -> None:
+        self.raw = raw
+        self.streak = 0
+
+    async def accept(self) -> tuple[socket.socket, Any]:
+        raw = self.raw
+        while True:
+            try:
+                accepted = raw.accept()
+            except BlockingIOError:
+                self.streak = 0
+                await trio.lowlevel.wait_readable(raw)
+                continue
+            self.streak += 1
+            if self.streak >= self.BURST:
+                self.streak = 0
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            return accepted
+
+
+# Listeners made by open_listener, by their trio socket (a listener passed in by an embedding program is
+# accepted from through trio as usual).
+_BURSTS: weakref.WeakKeyDictionary[trio.socket.SocketType, _Burst] = weakref.WeakKeyDictionary()
 
 
 async def accept(listener: trio.SocketListener, what: str) -> trio.SocketStream:
@@ -97,14 +142,19 @@ async def accept(listener: trio.SocketListener, what: str) -> trio.SocketStream:
 async def accept_peer(listener: trio.SocketListener, what: str) -> tuple[trio.SocketStream, Any]:
     """:func:`accept`, with the peer's address as accept(2) returned it (no getpeername call after).
 
-    The socket is accepted from the listener's trio socket directly (which tries accept(2) before it waits,
-    so a burst of connections is taken without a wait between them) and wrapped by ``relay_stream``:
+    A listener made by :func:`open_listener` is accepted from in bursts (see ``_Burst``), any other through
+    its trio socket (which tries accept(2) before it waits); the socket is wrapped by ``relay_stream``:
     ``trio.SocketListener.accept`` would build a SocketStream that sets two socket options the relay
     does not want (TCP_NODELAY comes from the listener, see ``open_listener``).
     """
+    burst = _BURSTS.get(listener.socket)
     while True:
         try:
-            sock, peer = await listener.socket.accept()
+            if burst is not None:
+                raw, peer = await burst.accept()
+                sock = trio.socket.from_stdlib_socket(raw)
+            else:
+                sock, peer = await listener.socket.accept()
         except OSError as exc:
             if exc.errno in ACCEPT_SKIP_ERRORS:
                 continue
