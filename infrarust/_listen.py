@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import socket
 import weakref
 from typing import Any
@@ -104,26 +105,35 @@ class _Burst:
     """
 
     BURST = 64
-    __slots__ = ("raw", "streak")
+    __slots__ = ("family", "proto", "raw", "streak")
 
     def __init__(self, raw: socket.socket) -> None:
         self.raw = raw
+        self.family = int(raw.family)
+        self.proto = raw.proto
         self.streak = 0
 
     async def accept(self) -> tuple[socket.socket, Any]:
         raw = self.raw
         while True:
             try:
-                accepted = raw.accept()
+                # What socket.accept() does, minus its per-call enum conversions of family and type (the
+                # same ones for every connection of a listener): accept4(2), then the socket object.
+                fd, peer = raw._accept()  # type: ignore[attr-defined]
             except BlockingIOError:
                 self.streak = 0
                 await trio.lowlevel.wait_readable(raw)
                 continue
+            try:
+                accepted = socket.socket(self.family, socket.SOCK_STREAM, self.proto, fileno=fd)
+            except BaseException:
+                os.close(fd)
+                raise
             self.streak += 1
             if self.streak >= self.BURST:
                 self.streak = 0
                 await trio.lowlevel.cancel_shielded_checkpoint()
-            return accepted
+            return accepted, peer
 
 
 # Listeners made by open_listener, by their trio socket (a listener passed in by an embedding program is

@@ -8,7 +8,6 @@ counters over time instead of putting a cancel scope around every chunk.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import socket
@@ -308,8 +307,10 @@ def _half_close(sock: trio.socket.SocketType) -> None:
     # the other direction, which reads from it, sees the reset itself.
     if sock.did_shutdown_SHUT_WR or sock.fileno() == -1:
         return
-    with contextlib.suppress(OSError):
+    try:  # noqa: SIM105 - a plain try is three calls cheaper than contextlib.suppress, twice per session
         sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
 
 
 def _first_leaf(group: BaseExceptionGroup[trio.Cancelled]) -> trio.Cancelled:
