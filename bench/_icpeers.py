@@ -273,10 +273,12 @@ class BackendStats:
         self.last_error = ""
 
     def add(self, key: str) -> None:
+        """Count one ``key``."""
         with self.lock:
             self.counts[key] += 1
 
     def error(self, message: str) -> None:
+        """Count an error and keep its message."""
         with self.lock:
             self.counts["errors"] += 1
             self.last_error = message[:300]
@@ -365,6 +367,7 @@ def backend_main(threshold: int) -> None:
     stats = BackendStats()
 
     def stop(signum: int, frame: object) -> NoReturn:
+        """SIGTERM: leave the accept loop, then print the counters."""
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, stop)
@@ -533,6 +536,7 @@ class Client:
         samples.sort()
 
         def at(q: float) -> float:
+            """The ``q`` quantile in microseconds."""
             return samples[min(len(samples) - 1, int(q * len(samples)))] * 1e6
 
         return {
@@ -545,6 +549,7 @@ class Client:
         }
 
     def close(self) -> None:
+        """Close the session's socket."""
         self.sock.close()
 
 
@@ -598,6 +603,7 @@ def client_main() -> None:
 
 
 def main(argv: list[str]) -> None:
+    """``backend`` or ``client``, as the module doc says."""
     parser = argparse.ArgumentParser(prog="python -m bench._icpeers", description=__doc__.split("\n\n")[0])
     parser.add_argument("role", choices=("backend", "client"))
     parser.add_argument("--threshold", type=int, default=DEFAULT_THRESHOLD, help="backend: Set Compression")

@@ -86,10 +86,14 @@ class SessionStandIn:
 
 def _handler(state: SessionStandIn) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        """Answers each request from ``state``."""
+
         def do_GET(self) -> None:
+            """``hasJoined``."""
             self._reply(b"")
 
         def do_POST(self) -> None:
+            """``join``."""
             length = int(self.headers.get("Content-Length") or 0)
             self._reply(self.rfile.read(min(length, 65536)))
 

@@ -64,11 +64,12 @@ METRICS = {
     "cpu_us_per_rtt": "relay CPU us per round trip",
 }
 ACCOUNT = ("BenchOnline", "bench-access-token")
-STEP_TIMEOUT = 60.0  # seconds a client command may take beyond its own duration (its sockets: 30 s)
 
 
 @dataclass
 class Settings:
+    """What one run does (the command line's options)."""
+
     rounds: int = 3
     bulk_ms: int = 1200
     rtt_ms: int = 800
@@ -80,6 +81,7 @@ class Settings:
 
 
 def log(message: str) -> None:
+    """A progress line on stderr (stdout carries the report)."""
     print(message, file=sys.stderr, flush=True)
 
 
@@ -135,6 +137,7 @@ class PeerClient:
         return answer
 
     def stop(self) -> None:
+        """Close its input (it then exits), at worst SIGTERM and SIGKILL by its pid."""
         if self.proc.stdin is not None:
             with contextlib.suppress(OSError):
                 self.proc.stdin.close()
@@ -145,6 +148,8 @@ class PeerClient:
 
 @dataclass
 class Run:
+    """One run's processes and everything measured or gone wrong."""
+
     settings: Settings
     backend: PeerBackend
     client: PeerClient
@@ -187,6 +192,7 @@ def measured(
 
 
 def bulk_step(run: Run, c: Contender, direction: str) -> dict[str, Any]:
+    """One upload or download through ``c``: MB/s on the wire, relay CPU per GB, the ends' CPU share."""
     ms = run.settings.bulk_ms
     res, relay_cpu, back_cpu = measured(run, c, None, lambda: run.client.command(op=direction, ms=ms))
     metrics: dict[str, Any] = {
@@ -202,6 +208,7 @@ def bulk_step(run: Run, c: Contender, direction: str) -> dict[str, Any]:
 
 
 def ping_step(run: Run, c: Contender) -> dict[str, Any]:
+    """Ping-pong through ``c``: round trip percentiles and relay CPU per round trip."""
     s = run.settings
     cpu = (os.cpu_count() or 1) - 1
     res, relay_cpu, back_cpu = measured(
@@ -221,6 +228,7 @@ def ping_step(run: Run, c: Contender) -> dict[str, Any]:
 
 
 def account(run: Run, c: Contender) -> dict[str, str] | None:
+    """The online account the client logs in with through ``client_only``; None for the others."""
     if c.name != "client_only":
         return None
     return {
@@ -266,6 +274,7 @@ def contender_session(run: Run, rnd: int, c: Contender) -> None:
 
 
 def note_failure(run: Run, rnd: int, case: str, c: Contender, exc: BaseException) -> None:
+    """Record a failed step; the run goes on without it."""
     message = f"round {rnd + 1} {case} {c.name}: {type(exc).__name__}: {str(exc)[:300]}"
     run.failures.append(message)
     log(f"  failed: {message}")
@@ -303,6 +312,7 @@ def round_contenders(run: Run, workroot: Path, rnd: int) -> Iterator[list[Conten
 
 
 def run_rounds(run: Run) -> None:
+    """The rounds: fresh proxies each, every contender once, the order rotated."""
     with tempfile.TemporaryDirectory(prefix="infrarust-bench-ic-") as tmp:
         for rnd in range(run.settings.rounds):
             log(f"round {rnd + 1}/{run.settings.rounds}")
@@ -376,16 +386,25 @@ def generator_shares(trials: list[dict[str, Any]]) -> dict[str, dict[str, float]
 
 
 def git_revision() -> str:
+    """The short commit, with ``-dirty`` when tracked files differ from it."""
     try:
-        done = subprocess.run(
+        rev = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO, timeout=10
-        )
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return done.stdout.strip() or "unknown"
+    return (rev or "unknown") + ("-dirty" if dirty else "")
 
 
 def report(run: Run, elapsed: float) -> dict[str, Any]:
+    """Print the tables and the ends' CPU share; return everything for the JSON file."""
     s = run.settings
     values = collect(run.trials)
     contenders = [c for c in s.contenders if c not in run.not_built]
@@ -441,6 +460,7 @@ def report(run: Run, elapsed: float) -> dict[str, Any]:
 
 
 def parse_args(argv: list[str]) -> Settings:
+    """The settings from the command line."""
     p = argparse.ArgumentParser(prog="python -m bench.intercepted", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="one round of short steps (a smoke test)")
     p.add_argument("--rounds", type=int, help="interleaved rounds (default 3)")
@@ -476,6 +496,7 @@ def parse_args(argv: list[str]) -> Settings:
 
 
 def main(argv: list[str]) -> int:
+    """Run, report, write the JSON; 1 when a step failed or a contender did not start."""
     s = parse_args(argv)
     started = time.monotonic()
     session = SessionStandIn(*ACCOUNT).start()
