@@ -99,6 +99,8 @@ bench: $(STAMP)
 	$(BIN)/python -m bench $(if $(ROUNDS),--repeats $(ROUNDS)) $(BENCH_ARGS)
 	# fleetwire: what [cluster] costs per connection (local redis-server), printed as ratios
 	$(BIN)/python -m bench.fleet
+	# intercepted modes: offline and client_only next to passthrough and zero_copy (own client and backend)
+	$(BIN)/python -m bench.intercepted $(if $(ROUNDS),--rounds $(ROUNDS))
 
 clean:
 	rm -rf $(VENV) $(E2E)/node_modules .mypy_cache .ruff_cache .pytest_cache
