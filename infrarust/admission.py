@@ -97,10 +97,10 @@ class IpFilterRule:
     def __init__(self, ip_filter: IpFilter) -> None:
         self._whitelist = NetworkSet(ip_filter.whitelist)
         self._blacklist = NetworkSet(ip_filter.blacklist)
-        self._any = bool(self._whitelist or self._blacklist)
+        self.has_rules = bool(self._whitelist or self._blacklist)
 
     def __bool__(self) -> bool:
-        return self._any
+        return self.has_rules
 
     def allows(self, address: IpAddress | None) -> bool:
         """True when a client at ``address`` may reach the server."""
@@ -196,7 +196,7 @@ class Admission:
         rule = self._ip_rules.get(server.name)
         if rule is None:  # a server built in code by a hook
             rule = IpFilterRule(server.ip_filter)
-        if self._global_filter or rule:  # the address is parsed only when some filter has rules
+        if self._global_filter.has_rules or rule.has_rules:  # the address is parsed only then
             address = parse_ip(connection.ip)
             if not self._global_filter.allows(address):
                 return Refusal("ip_filtered", FILTERED_MESSAGE, {"filter": "global"})

@@ -616,9 +616,10 @@ class Proxy:
                     stream, connection.handshake, connection.rest, server, proxy_header
                 )
                 return Answered("status")
-            held = await self._ondemand.wake(server)  # ondemand: a login waits for a managed server to start
-            if held is not None:
-                return held
+            if server.server_manager is not None:  # ondemand: a login waits for a managed server to start
+                held = await self._ondemand.wake(server)
+                if held is not None:
+                    return held
             if not server.proxy_mode.is_forwarding:  # offline, client_only: the proxy speaks the protocol
                 return await serve_intercepted(self, stream, connection, config)
             connected = await self.scaling.connect(connection, server, config)  # fleetwire: balanced
@@ -702,7 +703,8 @@ class Proxy:
         """A session begins relaying: it is live (``sessions``, counts); ``SessionStarted`` is published."""
         self._sessions.add(player)
         self._players_by_server[player.server.name] += 1
-        self._ondemand.session_started(player.server)  # ondemand: idle detection
+        if player.server.server_manager is not None:  # ondemand: idle detection
+            self._ondemand.session_started(player.server)
         self.metrics.connection("relayed")
         if self._events:
             self._events.publish(SessionStarted(player))
@@ -711,7 +713,8 @@ class Proxy:
         """A session is over (call exactly once per :meth:`session_started`, also when cancelled)."""
         self._sessions.discard(player)
         self._players_by_server[player.server.name] -= 1
-        self._ondemand.session_ended(player.server)  # ondemand: idle detection
+        if player.server.server_manager is not None:  # ondemand: idle detection
+            self._ondemand.session_ended(player.server)
         self._record(connection, Relayed(player, result))
 
     # --- finish --------------------------------------------------------------------------------------
