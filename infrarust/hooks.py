@@ -107,7 +107,9 @@ class Hooks:
         """Run the hooks in order until one decides; failures and timeouts count as ``None``."""
         for hook in self._hooks:  # a snapshot: hooks added meanwhile run from the next connection on
             decision: Decision = None
-            with trio.move_on_after(timeout) as scope:
+            # A hook's first step cannot run outside the deadline and get one later: a hook that opens a
+            # cancel scope before it first waits (trio.sleep does) would leave the scope stack crossed.
+            with trio.CancelScope(deadline=trio.current_time() + timeout) as scope:
                 try:
                     decision = await hook(connection)
                 except Exception as exc:

@@ -19,7 +19,7 @@ import os
 
 import trio
 
-from ._copy import DEFAULT_BUFFER_SIZE, copy_direction
+from ._copy import DEFAULT_BUFFER_SIZE, copy_direction, read_buffer
 from ._pipes import Pipe, PipePool
 from ._session import RELAY_ERRORS, Direction, Session, SessionForwarder
 
@@ -66,7 +66,7 @@ class SpliceForwarder(SessionForwarder):
         splice = os_splice
         if splice is None:
             session.fall_back_to_copy("os.splice is not available on this platform")
-            await copy_direction(session, direction, DEFAULT_BUFFER_SIZE)
+            await copy_direction(session, direction, read_buffer(DEFAULT_BUFFER_SIZE))
             return
         flags = _SPLICE_FLAGS
         pool = self.pool
@@ -165,7 +165,7 @@ class SpliceForwarder(SessionForwarder):
                 else:
                     pool.release(pipe)
         # Only a switch to copying gets here, with the pipe (empty) back in the pool.
-        await copy_direction(session, direction, DEFAULT_BUFFER_SIZE, leftover)
+        await copy_direction(session, direction, read_buffer(DEFAULT_BUFFER_SIZE), leftover)
 
 
 def _take_out(pipe: Pipe, count: int) -> bytes:
