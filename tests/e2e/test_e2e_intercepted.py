@@ -518,6 +518,8 @@ async def test_command_hooks_cancel_commands_and_keep_their_order(
         await client.say("command other with args")
         await client.say("chat after other")
         await client.wait_text(f"<{name}> after other")
+        # The echo can reach the test before the reader thread has the server's own line: wait for that.
+        await backend.wait(name, lambda e: e["event"] == "chat" and e["message"] == "after other")
         order = [
             e.get("command") or e.get("message")
             for e in backend.events(name)
