@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from infrarust.events import PlayerCommand as PlayerCommand
     from infrarust.events import SessionEnded as SessionEnded
     from infrarust.events import SessionStarted as SessionStarted
+    from infrarust.hooks import CancelCommand as CancelCommand
     from infrarust.hooks import Deny as Deny
     from infrarust.hooks import HookHandle as HookHandle
     from infrarust.hooks import PreConnect as PreConnect
@@ -63,6 +64,7 @@ _EXPORTS = {
     "PlayerCommand": "infrarust.events",
     "SessionEnded": "infrarust.events",
     "SessionStarted": "infrarust.events",
+    "CancelCommand": "infrarust.hooks",
     "Deny": "infrarust.hooks",
     "HookHandle": "infrarust.hooks",
     "PreConnect": "infrarust.hooks",

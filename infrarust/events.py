@@ -94,7 +94,8 @@ class PlayerChat:
 @frozen
 class PlayerCommand:
     """A player of an intercepted session ran ``command`` (without its slash). Backend commands go on to
-    the backend; the proxy's own ``/infrarust`` commands are published too and never forwarded."""
+    the backend unless a command hook cancels them (published either way, before the hooks run); the
+    proxy's own ``/infrarust`` commands are published too and never forwarded."""
 
     player: Player
     command: str

@@ -1,15 +1,22 @@
-"""Pre-connect hooks: an embedding program decides where a player goes, or that they go nowhere.
+"""Hooks: an embedding program decides where a player goes, or that they go nowhere, and which of a
+player's commands reach the backend.
 
 ``proxy.on_pre_connect(fn)`` registers ``async def fn(connection: PreConnect) -> None | Deny | Redirect``.
 Hooks run in registration order for every login and server-list connection, after the preamble and the
 router and before the backend is connected, until one returns a decision. A hook that raises or runs past
 ``hook_timeout`` is logged and counts as ``None``: a buggy hook never takes the proxy down or holds a player.
+
+``proxy.on_command(fn)`` registers ``fn(player, command) -> None | CancelCommand`` (a plain or an async
+function) for the commands players of intercepted sessions send to the backend. They run the same way,
+under the same ``hook_timeout`` and with the same policy: a hook that fails lets the command through.
 """
 
 from __future__ import annotations
 
+import inspect
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 from attrs import frozen
@@ -17,6 +24,9 @@ from attrs import frozen
 from infrarust import logs
 from infrarust.config import ServerConfig
 from infrarust.protocol import Handshake, NextState
+
+if TYPE_CHECKING:
+    from infrarust.player import Player
 
 log = logs.get_logger(__name__)
 
@@ -73,15 +83,19 @@ class PreConnect:
         return self.handshake.next_state is NextState.STATUS
 
 
-class HookHandle:
-    """Returned by ``on_pre_connect``: :meth:`remove` unregisters the hook (idempotent)."""
+class _Registry(Protocol):
+    def remove(self, fn: Any) -> None: ...
 
-    def __init__(self, hooks: Hooks, fn: PreConnectHook) -> None:
+
+class HookHandle:
+    """Returned by ``on_pre_connect`` and ``on_command``: :meth:`remove` unregisters the hook (idempotent)."""
+
+    def __init__(self, hooks: _Registry, fn: Any) -> None:
         self._hooks = hooks
         self._fn = fn
 
     def remove(self) -> None:
-        """Stop running this hook for new connections."""
+        """Stop running this hook for new connections (or commands)."""
         self._hooks.remove(self._fn)
 
 
@@ -140,7 +154,97 @@ class Hooks:
         return None
 
 
-def _name(hook: PreConnectHook) -> str:
+@frozen
+class CancelCommand:
+    """Keep a player's command from the backend. The player is shown ``message`` (a text, § codes or a
+    JSON component) when there is one, and nothing otherwise; the proxy logs the cancellation."""
+
+    message: str | None = None
+
+
+CommandDecision = CancelCommand | None
+CommandHook = Callable[["Player", str], Awaitable[CommandDecision] | CommandDecision]
+
+
+class CommandHooks:
+    """The registered command hooks, in order.
+
+    A hook gets the :class:`~infrarust.ActivePlayer` and the command as the player typed it, without its
+    slash (``"msg Alex hi"``), for every command an intercepted session would send to the backend; the
+    proxy's own ``/infrarust`` and ``/ir`` never reach the backend and never reach these hooks. The
+    player's packets wait while the hooks run, so nothing the player sends after a command overtakes it.
+    """
+
+    def __init__(self) -> None:
+        self._hooks: tuple[CommandHook, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self._hooks)
+
+    def add(self, fn: CommandHook) -> HookHandle:
+        """Register ``fn`` after those already registered."""
+        self._hooks = (*self._hooks, fn)
+        return HookHandle(self, fn)
+
+    def remove(self, fn: CommandHook) -> None:
+        """Unregister ``fn`` (nothing happens if it is not registered)."""
+        self._hooks = tuple(hook for hook in self._hooks if hook is not fn)
+
+    async def decide(self, player: Player, command: str, timeout: float) -> CancelCommand | None:  # noqa: ASYNC109
+        """Run the hooks in order until one cancels; failures and timeouts let the command through.
+
+        Log lines name the command by its first word only: the rest may be a password (``/login``).
+        """
+        for hook in self._hooks:  # a snapshot: hooks added meanwhile run from the next command on
+            decision: object = None
+            with trio.move_on_after(timeout) as scope:
+                try:
+                    decision = hook(player, command)
+                    if inspect.isawaitable(decision):
+                        decision = await decision
+                except Exception as exc:
+                    log.error(
+                        "command hook failed",
+                        hook=_name(hook),
+                        player=player.name,
+                        command=command_label(command),
+                        error=repr(exc),
+                    )
+                    continue
+            if scope.cancelled_caught:
+                log.error(
+                    "command hook timed out",
+                    hook=_name(hook),
+                    player=player.name,
+                    command=command_label(command),
+                    after=f"{timeout:g}s",
+                )
+                continue
+            if decision is None:
+                continue
+            if isinstance(decision, CancelCommand):
+                log.info(
+                    "command cancelled by a hook",
+                    hook=_name(hook),
+                    player=player.name,
+                    command=command_label(command),
+                    told=decision.message is not None,
+                )
+                return decision
+            log.error(
+                "command hook returned something else than None or CancelCommand",
+                hook=_name(hook),
+                returned=repr(decision),
+            )
+        return None
+
+
+def command_label(command: str) -> str:
+    """A command's first word: what log lines show of it (arguments may be secrets)."""
+    return command.split(" ", 1)[0]
+
+
+def _name(hook: Callable[..., object]) -> str:
     return getattr(hook, "__qualname__", None) or repr(hook)
 
 

@@ -46,7 +46,7 @@ from infrarust.backend import backend_handshake, close, connect_backend
 from infrarust.config import ForwardingMode, ProxyConfig, ProxyMode, ServerConfig
 from infrarust.connection import Connection, Failed, Outcome, Refusal
 from infrarust.events import PlayerChat, PlayerCommand
-from infrarust.intercept import BackendLogin, PlayInterceptor, RefuseLogin, Reply
+from infrarust.intercept import BackendLogin, ClientVerdict, PlayInterceptor, RefuseLogin, Reply
 from infrarust.player import Player, PlayerNotActiveError, _Done
 from infrarust.protocol import (
     EncryptionRequest,
@@ -451,6 +451,8 @@ class _Session:
         self.end: tuple[ForwardEndReason, str | None] | None = None
         self.nursery: trio.Nursery | None = None
         self.read_timeout = login.server.timeouts.read
+        self.command_hooks = login.proxy.command_hooks
+        self.held: tuple[InboundPacket, ClientVerdict] | None = None  # a command the hooks decide on
         player._session = self
 
     async def run(self) -> None:
@@ -495,7 +497,7 @@ class _Session:
     # --- client -> backend -------------------------------------------------------------------------
 
     async def _client_to_backend(self) -> None:
-        client, traffic = self.client, self.player.traffic
+        client = self.client
         try:
             while True:
                 try:
@@ -508,21 +510,32 @@ class _Session:
                 client.receive_data(data)
                 out = bytearray()
                 while (packet := client.next_packet()) is not None:
-                    out += self._from_client(packet)
-                if out:
-                    try:
-                        await self.backend_stream.send_all(out)
-                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                        self._stop(ForwardEndReason.BACKEND_CLOSED)
-                        return
-                    traffic.client_to_backend += len(out)
+                    piece = self._from_client(packet)
+                    if piece is None:  # a command for the hooks: what came before it goes first
+                        if out and not await self._to_backend(out):
+                            return
+                        out = bytearray(await self._decide_held())
+                    else:
+                        out += piece
+                if out and not await self._to_backend(out):
+                    return
         except ProtocolError as exc:
             self._stop(ForwardEndReason.ERROR, f"bad packet from the client: {exc}")
         except trio.TooSlowError:
             self._stop(ForwardEndReason.ERROR, f"the client sent nothing for {self.read_timeout:g}s")
 
-    def _from_client(self, packet: InboundPacket) -> bytes:
-        """The bytes for the backend that stand for one client packet (publishing what it says)."""
+    async def _to_backend(self, data: bytearray) -> bool:
+        try:
+            await self.backend_stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            self._stop(ForwardEndReason.BACKEND_CLOSED)
+            return False
+        self.player.traffic.client_to_backend += len(data)
+        return True
+
+    def _from_client(self, packet: InboundPacket) -> bytes | None:
+        """The bytes for the backend that stand for one client packet (publishing what it says); None
+        for a command the command hooks must decide on first (held in ``self.held``)."""
         verdict = self.interceptor.client_packet(packet)
         proxy, player = self.proxy, self.player
         if verdict.chat is not None:
@@ -534,11 +547,35 @@ class _Session:
             self.nursery.start_soon(self._answer, command)
         elif verdict.command is not None:
             proxy.publish(PlayerCommand(player, verdict.command))
+            if self.command_hooks:
+                self.held = (packet, verdict)
+                return None
         if verdict.forward:
             return self.backend.relay(packet)
         if verdict.acknowledgement is not None:
             return self.backend.send(*verdict.acknowledgement)
         return b""
+
+    async def _decide_held(self) -> bytes:
+        """Run the command hooks on the held command: its bytes for the backend, or what stands for it
+        when a hook cancels it (the acknowledgement signed chat needs, else nothing)."""
+        assert self.held is not None and self.nursery is not None
+        packet, verdict = self.held
+        self.held = None
+        assert verdict.command is not None
+        cancel = await self.command_hooks.decide(self.player, verdict.command, self.config.hook_timeout)
+        if cancel is None:
+            return self.backend.relay(packet)
+        if cancel.message is not None:
+            # Not awaited here: the message waits for the play state, which may need this very loop.
+            self.nursery.start_soon(self._tell, cancel.message)
+        if verdict.acknowledgement is not None:
+            return self.backend.send(*verdict.acknowledgement)
+        return b""
+
+    async def _tell(self, message: str) -> None:
+        with contextlib.suppress(PlayerNotActiveError):
+            await self.player.send_message(message)
 
     async def _answer(self, command: ProxyCommand) -> None:
         from infrarust._proxycommand import answer

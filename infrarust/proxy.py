@@ -64,7 +64,7 @@ from infrarust.events import (
     SessionEnded,
     SessionStarted,
 )
-from infrarust.hooks import HookHandle, Hooks, PreConnectHook
+from infrarust.hooks import CommandHook, CommandHooks, HookHandle, Hooks, PreConnectHook
 from infrarust.intercepted import serve_intercepted
 from infrarust.metrics import Metrics, serve_metrics, worker_bind
 from infrarust.player import Player
@@ -178,6 +178,7 @@ class Proxy:
         self._events = EventBus()
         self._hooks = Hooks()
         self._clock: Callable[[], float] = trio.current_time
+        self.command_hooks = CommandHooks()  # see on_command
         self._forwarders = Forwarders()
         self._sessions: set[Player] = set()
         self._players_by_server: collections.Counter[str] = collections.Counter()
@@ -304,6 +305,12 @@ class Proxy:
         """Run ``async fn(connection) -> None | Deny | Redirect`` for every login and server-list connection
         before connecting (see :mod:`infrarust.hooks`); ``handle.remove()`` unregisters it."""
         return self._hooks.add(fn)
+
+    def on_command(self, fn: CommandHook) -> HookHandle:
+        """Run ``fn(player, command) -> None | CancelCommand`` (plain or async) for every command a player
+        of an intercepted session sends to the backend; ``CancelCommand`` keeps it from the backend (see
+        :mod:`infrarust.hooks`). ``handle.remove()`` unregisters it."""
+        return self.command_hooks.add(fn)
 
     def subscribe(self, buffer: int = DEFAULT_BUFFER) -> AbstractAsyncContextManager[AsyncIterator[Event]]:
         """``async with proxy.subscribe() as events: async for event in events:`` (see

@@ -60,6 +60,7 @@ class StayingBackend:
     def __init__(self) -> None:
         self.port = 0
         self.received: dict[str, list[int]] = {}
+        self.bodies: dict[str, list[bytes]] = {}  # the same packets' bodies
 
     async def serve(self, *, task_status: trio.TaskStatus[StayingBackend] = trio.TASK_STATUS_IGNORED) -> None:
         listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
@@ -84,12 +85,14 @@ class StayingBackend:
             success = infrarust.auth.GameProfile(offline_uuid(login.name), login.name).login_success()
             await stream.send_all(connection.send("login_success", encode_login_success(protocol, success)))
             packets = self.received.setdefault(login.name, [])
+            bodies = self.bodies.setdefault(login.name, [])
             while True:
                 data = await stream.receive_some(65536)
                 if not data:
                     return
                 connection.receive_data(data)
                 while (packet := connection.next_packet()) is not None:
+                    bodies.append(packet.body)
                     packets.append(packet.packet_id)
         except (EOFError, trio.BrokenResourceError, trio.ClosedResourceError):
             pass
@@ -282,4 +285,43 @@ async def test_drain_tells_intercepted_players_and_ends_with_shutdown(nursery: t
     with trio.fail_after(WAIT):
         result = await player.wait_ended()
     assert result.reason is ForwardEndReason.SHUTDOWN
+    await stream.aclose()
+
+
+async def test_command_hook_sees_earlier_packets_delivered_and_later_ones_held(nursery: trio.Nursery) -> None:
+    """Chat, a command, chat in one segment: the chat before is at the backend when the hook runs, the
+    chat after waits for the decision, and the cancelled command never arrives."""
+    from infrarust.protocol import encode_string
+
+    backend = await nursery.start(StayingBackend().serve)
+    config = proxy_config(server("hooked", backend.port), hook_timeout=WAIT)
+    proxy: infrarust.Proxy = await nursery.start(infrarust.serve, config)
+    calls: list[tuple[str, list[str]]] = []
+
+    def chats() -> list[str]:
+        chat_id = connection.ids.require(State.PLAY, Direction.SERVERBOUND, "chat_message")
+        received = zip(backend.received.get("Typer", []), backend.bodies.get("Typer", []), strict=True)
+        return [read_string(body, 0)[0] for packet_id, body in received if packet_id == chat_id]
+
+    async def hook(player: infrarust.Player, command: str) -> infrarust.CancelCommand:
+        with trio.move_on_after(WAIT / 2):
+            while "before" not in chats():
+                await trio.sleep(0.01)
+        calls.append((command, chats()))
+        return infrarust.CancelCommand()
+
+    proxy.on_command(hook)
+    stream, connection = await raw_login(proxy.port, "hooked.test", 340, "Typer")
+    assert (await _read(stream, connection)).name == "login_success"
+    await find_player(proxy, "Typer")
+    said = b"".join(
+        connection.send("chat_message", encode_string(text)) for text in ("before", "/secret x", "after")
+    )
+    marker = connection.send_id(0x0B, (7).to_bytes(8, "big"))  # a keep alive after them, as a fence
+    await stream.send_all(said + marker)
+    with trio.fail_after(WAIT):
+        while 0x0B not in backend.received.get("Typer", []):
+            await trio.sleep(0.01)
+    assert calls == [("secret x", ["before"])]
+    assert chats() == ["before", "after"]
     await stream.aclose()

@@ -5,7 +5,8 @@
 //        [--host H] [--token T --uuid HEX --session-server URL] [--timeout 60]
 //
 // stdin lines: "chat <text>" sends a chat line, "command <text>" a command (without its slash),
-// "quit" ends the connection. stdout JSON lines:
+// "signed <count> <text>" a command in the signed layout acknowledging <count> chat messages (1.19.3+:
+// chat_command, chat_command_signed from 1.20.5), "quit" ends the connection. stdout JSON lines:
 //   {"event":"success","uuid":U,"username":N}   {"event":"play"}
 //   {"event":"packet","name":NAME,"params":{...}}   chat, titles, action bar, disconnect
 //   {"event":"commands","names":[...]}              the root's children in Declare Commands
@@ -81,6 +82,10 @@ function say (kind, text) {
   if (mcData.version.version < 759) client.write('chat', { message: kind === 'command' ? '/' + text : text })
   else client.write(kind === 'command' ? 'chat_command' : 'chat_message', chatParams(text))
 }
+function saySigned (count, text) {
+  const name = mcData.version.version >= 766 ? 'chat_command_signed' : 'chat_command'
+  client.write(name, { ...chatParams(text), messageCount: count })
+}
 client.on('state', (state) => { if (state === 'play') emit('play', {}) })
 readline.createInterface({ input: process.stdin }).on('line', (line) => {
   const space = line.indexOf(' ')
@@ -88,6 +93,7 @@ readline.createInterface({ input: process.stdin }).on('line', (line) => {
   const rest = space < 0 ? '' : line.slice(space + 1)
   if (verb === 'quit') client.end('quit')
   else if (verb === 'chat' || verb === 'command') say(verb, rest)
+  else if (verb === 'signed') saySigned(Number(rest.split(' ')[0]), rest.slice(rest.indexOf(' ') + 1))
 })
 client.on('error', (err) => emit('error', { message: String(err && err.message ? err.message : err) }))
 client.on('end', (reason) => { emit('end', { reason: String(reason) }); process.exit(0) })

@@ -9,6 +9,7 @@
 //   {"event":"login","username":U,"uuid":ID,"host":H}      H = the handshake host as received
 //   {"event":"chat","username":U,"message":M}              echoed back as a system message "<U> M"
 //   {"event":"command","username":U,"command":C}          any command that reached the server
+//   {"event":"ack","username":U,"count":N}                a Message Acknowledgement (1.19.3+)
 //   {"event":"big","username":U,"sha256":S,"length":N}    after chat "big": a 2 MB plugin message sent
 // After the join game packet it sends a command tree holding only its root, so the proxy has a
 // Declare Commands to add /infrarust to. With --compression off it never enables compression.
@@ -100,6 +101,10 @@ server.on('login', (client) => {
   client.on('chat_message', onChat)
   client.on('chat_command', onCommand)
   client.on('chat_command_signed', onCommand)
+  // The library's own handler reads the acknowledgement window its client side keeps (undefined on a
+  // server: the connection would die on the TypeError); this server reports acknowledgements instead.
+  client.removeAllListeners('message_acknowledgement')
+  client.on('message_acknowledgement', (packet) => emit('ack', { username: client.username, count: packet.count }))
   client.on('error', () => {})
 })
 

@@ -1,17 +1,19 @@
 """The intercepted modes end to end: real PrismarineJS minecraft-protocol servers and clients through the
 real proxy (embedded, so the tests also drive the active Player API).
 
-One Node server per version is shared by the module (half of them with compression, half without);
-each matrix cell starts a proxy, logs a real client in through ``offline`` or ``client_only`` (then
-online, against a loopback session server whose ``join`` the client calls), and checks what the
-client library and the server decoded: chat echoed, a 2 MB packet intact, messages/action bar/titles
-from the embedding program, ``/infrarust`` answered by the proxy and never seen by the server, tab
-completion, and ``disconnect(reason)``.
+Two Node servers per version are shared by the module, one with compression and one without (all
+started at once, so they boot in parallel); each cell of the version x mode x compression matrix starts
+a proxy, logs a real client in through ``offline`` or ``client_only`` (then online, against a loopback
+session server whose ``join`` the client calls), and checks what the client library and the server
+decoded: chat echoed, a 2 MB packet intact, messages/action bar/titles from the embedding program,
+``/infrarust`` answered by the proxy and never seen by the server, tab completion, and
+``disconnect(reason)``. Command hooks are checked on three versions (each layout of the command packet).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -32,33 +34,34 @@ from infrarust.transport import ForwardEndReason
 
 from .harness import E2E_DIR, ManagedProcess, node_executable
 
-# version -> (library, protocol number, compression on)
-VERSIONS: dict[str, tuple[str, int, bool]] = {
-    "1.8.9": ("1.54", 47, True),
-    "1.12.2": ("1.54", 340, False),
-    "1.16.5": ("1.54", 754, True),
-    "1.19.4": ("1.54", 762, False),
-    "1.20.1": ("1.54", 763, True),
-    "1.20.4": ("1.54", 765, False),
-    "1.21.1": ("1.54", 767, True),
-    "1.21.4": ("1.54", 769, False),
-    "1.21.8": ("1.68", 772, True),
-    "26.1": ("1.68", 775, False),
+# version -> (library, protocol number)
+VERSIONS: dict[str, tuple[str, int]] = {
+    "1.8.9": ("1.54", 47),
+    "1.12.2": ("1.54", 340),
+    "1.16.5": ("1.54", 754),
+    "1.19.4": ("1.54", 762),
+    "1.20.1": ("1.54", 763),
+    "1.20.4": ("1.54", 765),
+    "1.21.1": ("1.54", 767),
+    "1.21.4": ("1.54", 769),
+    "1.21.8": ("1.68", 772),
+    "26.1": ("1.68", 775),
 }
 MODES = (ProxyMode.OFFLINE, ProxyMode.CLIENT_ONLY)
+COMPRESSION = (True, False)  # the backend sends Set Compression (threshold 256), or never does
 STARTUP_TIMEOUT = 60.0
 WAIT = 20.0
 BIG_LENGTH = 2_000_000
 
 
 class Backend(ManagedProcess):
-    """``node mc_intercept_server.js`` for one version."""
+    """``node mc_intercept_server.js`` for one version, with compression or without."""
 
-    def __init__(self, node: str, version: str) -> None:
-        library, _, compression = VERSIONS[version]
+    def __init__(self, node: str, version: str, compressed: bool) -> None:
+        library, _ = VERSIONS[version]
         argv = [node, str(E2E_DIR / "mc_intercept_server.js"), "--library", library, "--version", version]
-        argv += ["--compression", "on" if compression else "off"]
-        super().__init__(argv, name=f"backend {version}", cwd=E2E_DIR)
+        argv += ["--compression", "on" if compressed else "off"]
+        super().__init__(argv, name=f"backend {version} {compressed_id(compressed)}", cwd=E2E_DIR)
         self.port = 0
 
     def wait_listening(self) -> None:
@@ -81,13 +84,18 @@ class Backend(ManagedProcess):
         raise AssertionError(f"the backend never reported it for {username}\n{self.describe()}")
 
 
+Backends = dict[tuple[str, bool], Backend]
+"""``(version, compressed) -> backend``."""
+
+
 @pytest.fixture(scope="module")
-def backends() -> Iterator[dict[str, Backend]]:
+def backends() -> Iterator[Backends]:
     node = node_executable()
-    started: dict[str, Backend] = {}
+    started: Backends = {}
     try:
         for version in VERSIONS:
-            started[version] = Backend(node, version)
+            for compressed in COMPRESSION:
+                started[version, compressed] = Backend(node, version, compressed)
         for backend in started.values():
             backend.wait_listening()
         yield started
@@ -97,19 +105,23 @@ def backends() -> Iterator[dict[str, Backend]]:
             backend.kill()
 
 
-def domain(mode: ProxyMode, version: str) -> str:
-    return f"{mode.value.replace('_', '-')}-{version.replace('.', '-')}.test"
+def compressed_id(compressed: bool) -> str:
+    return "compressed" if compressed else "uncompressed"
 
 
-def config_for(backends: dict[str, Backend], session_url: str, **changes: Any) -> ProxyConfig:
+def domain(mode: ProxyMode, version: str, compressed: bool) -> str:
+    return f"{mode.value.replace('_', '-')}-{version.replace('.', '-')}-{compressed_id(compressed)}.test"
+
+
+def config_for(backends: Backends, session_url: str, **changes: Any) -> ProxyConfig:
     servers = tuple(
         ServerConfig(
-            name=f"{mode.value}-{version.replace('.', '-')}",
+            name=f"{mode.value}-{version.replace('.', '-')}-{compressed_id(compressed)}",
             addresses=(Address("127.0.0.1", backend.port),),
-            domains=(domain(mode, version),),
+            domains=(domain(mode, version, compressed),),
             proxy_mode=mode,
         )
-        for version, backend in backends.items()
+        for (version, compressed), backend in backends.items()
         for mode in MODES
     )
     return proxy_config(
@@ -211,13 +223,14 @@ async def find_player(proxy: infrarust.Proxy, name: str) -> ActivePlayer:
             await trio.sleep(0.02)
 
 
+@pytest.mark.parametrize("compressed", COMPRESSION, ids=compressed_id)
 @pytest.mark.parametrize("mode", MODES, ids=lambda mode: mode.value)
 @pytest.mark.parametrize("version", list(VERSIONS))
 async def test_real_client_and_server_through_the_proxy(
-    version: str, mode: ProxyMode, backends: dict[str, Backend], nursery: trio.Nursery
+    version: str, mode: ProxyMode, compressed: bool, backends: Backends, nursery: trio.Nursery
 ) -> None:
-    _, protocol, compressed = VERSIONS[version]
-    backend = backends[version]
+    _, protocol = VERSIONS[version]
+    backend = backends[version, compressed]
     fake = await nursery.start(FakeSessionServer().serve)
     name = f"{'On' if mode is ProxyMode.CLIENT_ONLY else 'Off'}{protocol}"
     account = fake.add_account(f"token-{name}", name)
@@ -232,7 +245,9 @@ async def test_real_client_and_server_through_the_proxy(
     nursery.start_soon(watch)
     await trio.lowlevel.checkpoint()
     online = (f"token-{name}", account.hex, fake.url) if mode is ProxyMode.CLIENT_ONLY else None
-    client = await Client.start(nursery, version, proxy.port, domain(mode, version), name, online=online)
+    client = await Client.start(
+        nursery, version, proxy.port, domain(mode, version, compressed), name, online=online
+    )
     try:
         await client.wait(lambda e: e["event"] == "play", "the play state")
         login = await backend.wait(name, lambda e: e["event"] == "login")
@@ -263,7 +278,9 @@ async def test_real_client_and_server_through_the_proxy(
         await client.wait_text("player(s) online")
         await client.wait_text(f": {name}")
         await client.say(f"command infrarust find {name}")
-        await client.wait_text(f"{name} §6is on §e{mode.value}")
+        await client.wait_text(
+            f"{name} §6is on §e{mode.value}-{version.replace('.', '-')}-{compressed_id(compressed)}"
+        )
         await client.say("command ir kick Nobody")
         await client.wait_text("permission")  # not an admin
         await client.say("command backendcmd")
@@ -309,12 +326,12 @@ async def events_of(proxy: infrarust.Proxy, nursery: trio.Nursery) -> list[objec
     return seen
 
 
-@pytest.mark.parametrize("version", ["1.12.2", "1.20.4", "26.1"])
+@pytest.mark.parametrize(("version", "compressed"), [("1.12.2", True), ("1.20.4", False), ("26.1", True)])
 async def test_admin_commands_and_an_unverified_admin_name(
-    version: str, backends: dict[str, Backend], nursery: trio.Nursery
+    version: str, compressed: bool, backends: Backends, nursery: trio.Nursery
 ) -> None:
     """A verified admin broadcasts and kicks; an ``offline`` player named like an admin is refused."""
-    backend = backends[version]
+    backend = backends[version, compressed]
     fake = await nursery.start(FakeSessionServer().serve)
     admin_uuid = fake.add_account("token-admin", "Admin")
     proxy: infrarust.Proxy = await nursery.start(infrarust.serve, config_for(backends, fake.url))
@@ -322,11 +339,13 @@ async def test_admin_commands_and_an_unverified_admin_name(
         nursery,
         version,
         proxy.port,
-        domain(ProxyMode.CLIENT_ONLY, version),
+        domain(ProxyMode.CLIENT_ONLY, version, compressed),
         "Admin",
         online=("token-admin", admin_uuid.hex, fake.url),
     )
-    victim = await Client.start(nursery, version, proxy.port, domain(ProxyMode.OFFLINE, version), "Victim")
+    victim = await Client.start(
+        nursery, version, proxy.port, domain(ProxyMode.OFFLINE, version, compressed), "Victim"
+    )
     try:
         await admin.wait(lambda e: e["event"] == "play", "the play state")
         await victim.wait(lambda e: e["event"] == "play", "the play state")
@@ -341,7 +360,9 @@ async def test_admin_commands_and_an_unverified_admin_name(
     finally:
         admin.stop()
         victim.stop()
-    impostor = await Client.start(nursery, version, proxy.port, domain(ProxyMode.OFFLINE, version), "Admin")
+    impostor = await Client.start(
+        nursery, version, proxy.port, domain(ProxyMode.OFFLINE, version, compressed), "Admin"
+    )
     try:
         await impostor.wait(lambda e: e["event"] == "play", "the play state")
         await impostor.say("command ir broadcast i am admin")
@@ -359,9 +380,9 @@ async def test_admin_commands_and_an_unverified_admin_name(
         )
 
 
-@pytest.mark.parametrize("version", ["1.8.9", "1.20.4", "26.1"])
+@pytest.mark.parametrize(("version", "compressed"), [("1.8.9", True), ("1.20.4", False), ("26.1", False)])
 async def test_client_only_refusals_leave_other_sessions_alone(
-    version: str, backends: dict[str, Backend], nursery: trio.Nursery
+    version: str, compressed: bool, backends: Backends, nursery: trio.Nursery
 ) -> None:
     fake = await nursery.start(FakeSessionServer().serve)
     uuid_hex = fake.add_account("token-x", "Joiner").hex
@@ -370,14 +391,14 @@ async def test_client_only_refusals_leave_other_sessions_alone(
     proxy: infrarust.Proxy = await nursery.start(infrarust.serve, config_for(backends, hanging.url))
     seen = await events_of(proxy, nursery)
     bystander = await Client.start(
-        nursery, version, proxy.port, domain(ProxyMode.OFFLINE, version), "Bystander"
+        nursery, version, proxy.port, domain(ProxyMode.OFFLINE, version, compressed), "Bystander"
     )
     await bystander.wait(lambda e: e["event"] == "play", "the play state")
     slow = await Client.start(
         nursery,
         version,
         proxy.port,
-        domain(ProxyMode.CLIENT_ONLY, version),
+        domain(ProxyMode.CLIENT_ONLY, version, compressed),
         "Joiner",
         online=("token-x", uuid_hex, fake.url),
     )
@@ -393,7 +414,7 @@ async def test_client_only_refusals_leave_other_sessions_alone(
     answering: infrarust.Proxy = await nursery.start(infrarust.serve, config_for(backends, fake.url))
     seen_answering = await events_of(answering, nursery)
     stranger = await Client.start(
-        nursery, version, answering.port, domain(ProxyMode.CLIENT_ONLY, version), "Stranger"
+        nursery, version, answering.port, domain(ProxyMode.CLIENT_ONLY, version, compressed), "Stranger"
     )
     await stranger.wait_text("Failed to verify username!")
     await stranger.wait(lambda e: e["event"] == "end", "the end")
@@ -413,7 +434,7 @@ async def test_client_only_refusals_leave_other_sessions_alone(
     bystander.stop()
 
 
-async def test_session_server_down_refuses(backends: dict[str, Backend], nursery: trio.Nursery) -> None:
+async def test_session_server_down_refuses(backends: Backends, nursery: trio.Nursery) -> None:
     fake = await nursery.start(FakeSessionServer().serve)
     uuid_hex = fake.add_account("token-d", "Downed").hex
     listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
@@ -425,12 +446,171 @@ async def test_session_server_down_refuses(backends: dict[str, Backend], nursery
         nursery,
         "1.21.4",
         proxy.port,
-        domain(ProxyMode.CLIENT_ONLY, "1.21.4"),
+        domain(ProxyMode.CLIENT_ONLY, "1.21.4", False),
         "Downed",
         online=("token-d", uuid_hex, fake.url),
     )
     await client.wait_text("Failed to verify username!")
     assert not [e for e in client.events if e["event"] == "play"]
+
+
+HOOK_DELAY = 0.3  # each command hook call takes this long: a packet that overtook a command would show
+HOOK_TIMEOUT = 1.0
+COUNTED_ACKNOWLEDGEMENT = 761  # 1.19.3: a signed command acknowledges the chat seen with a count
+
+
+# 1.12.2 sends commands as chat lines with a slash, 1.20.4 as a signed chat_command, 1.21.4 as the
+# unsigned chat_command of 1.20.5+.
+@pytest.mark.parametrize(("version", "compressed"), [("1.12.2", False), ("1.20.4", True), ("1.21.4", False)])
+async def test_command_hooks_cancel_commands_and_keep_their_order(
+    version: str,
+    compressed: bool,
+    backends: Backends,
+    nursery: trio.Nursery,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="infrarust")
+    backend = backends[version, compressed]
+    signed = VERSIONS[version][1] >= COUNTED_ACKNOWLEDGEMENT
+    fake = await nursery.start(FakeSessionServer().serve)
+    proxy: infrarust.Proxy = await nursery.start(
+        infrarust.serve, config_for(backends, fake.url, hook_timeout=HOOK_TIMEOUT)
+    )
+    seen = await events_of(proxy, nursery)
+    asked: list[tuple[str | None, str]] = []
+
+    def plain(player: infrarust.Player, command: str) -> infrarust.CancelCommand | None:
+        if command == "boom":
+            raise RuntimeError("bug in a command hook")
+        if command == "weird":
+            return "yes"  # type: ignore[return-value]  # not a decision: logged, and the command goes on
+        return None
+
+    async def guard(player: infrarust.Player, command: str) -> infrarust.CancelCommand | None:
+        asked.append((player.name, command))
+        await trio.sleep(WAIT if command == "slow" else HOOK_DELAY)
+        if command.startswith("secret "):
+            return infrarust.CancelCommand("§cThat command is not for you")
+        if command == "quiet":
+            return infrarust.CancelCommand()
+        return None
+
+    proxy.on_command(plain)
+    handle = proxy.on_command(guard)
+    name = "Hooked"
+    client = await Client.start(
+        nursery, version, proxy.port, domain(ProxyMode.OFFLINE, version, compressed), name
+    )
+    try:
+        await client.wait(lambda e: e["event"] == "play", "the play state")
+
+        await client.say("command secret hunter2")
+        await client.say("chat after secret")
+        await client.wait_text("That command is not for you")
+        await client.wait_text(f"<{name}> after secret")
+        await client.say("command quiet")
+        await client.say("chat after quiet")
+        await client.wait_text(f"<{name}> after quiet")
+        assert [e for e in client.events if "quiet" in _dump(e)] == [
+            e for e in client.events if f"<{name}> after quiet" in _dump(e)
+        ]  # a cancellation without a message tells the player nothing
+
+        await client.say("command other with args")
+        await client.say("chat after other")
+        await client.wait_text(f"<{name}> after other")
+        # The echo can reach the test before the reader thread has the server's own line: wait for that.
+        await backend.wait(name, lambda e: e["event"] == "chat" and e["message"] == "after other")
+        order = [
+            e.get("command") or e.get("message")
+            for e in backend.events(name)
+            if e["event"] in ("command", "chat")
+        ]
+        assert order == ["after secret", "after quiet", "other with args", "after other"]
+
+        await client.say("command ir server")  # the proxy's own command: answered, never asked about
+        await client.wait_text("§6You are on")
+        await client.say("command boom")
+        await backend.wait(name, lambda e: e["event"] == "command" and e["command"] == "boom")
+        assert "command hook failed" in caplog.text and "bug in a command hook" in caplog.text
+        await client.say("command weird")
+        await backend.wait(name, lambda e: e["event"] == "command" and e["command"] == "weird")
+        assert "command hook returned something else than None or CancelCommand" in caplog.text
+        await client.say("command slow")
+        await client.say("chat after slow")
+        await backend.wait(name, lambda e: e["event"] == "command" and e["command"] == "slow")
+        await client.wait_text(f"<{name}> after slow")
+        assert "command hook timed out" in caplog.text
+        if signed:
+            # The backend still gets the acknowledgement a cancelled signed command carried.
+            await client.say("signed 3 secret signed")
+            await client.say("chat after signed")
+            await client.wait_text(f"<{name}> after signed")
+            await client.say("signed 2 other signed")
+            await backend.wait(name, lambda e: e["event"] == "command" and e["command"] == "other signed")
+
+        handle.remove()
+        await client.say("command secret again")
+        await backend.wait(name, lambda e: e["event"] == "command" and e["command"] == "secret again")
+    finally:
+        client.stop()
+    extra = ["other signed"] if signed else []
+    assert commands_seen(backend, name) == [
+        "other with args",
+        "boom",
+        "weird",
+        "slow",
+        *extra,
+        "secret again",
+    ]
+    said = [
+        f"ack {e['count']}" if e["event"] == "ack" else e.get("command") or e.get("message")
+        for e in backend.events(name)
+        if e["event"] in ("command", "chat", "ack")
+    ]
+    signed_said = ["ack 3", "after signed", "other signed"] if signed else []
+    assert said == [
+        "after secret",
+        "after quiet",
+        "other with args",
+        "after other",
+        "boom",
+        "weird",
+        "slow",
+        "after slow",
+        *signed_said,
+        "secret again",
+    ]
+    assert {who for who, _ in asked} == {name}
+    assert [command for _, command in asked] == [
+        "secret hunter2",
+        "quiet",
+        "other with args",
+        "boom",
+        "weird",
+        "slow",
+        *(["secret signed", "other signed"] if signed else []),
+    ]
+    published = [e.command for e in seen if isinstance(e, PlayerCommand)]
+    assert published == [
+        "secret hunter2",
+        "quiet",
+        "other with args",
+        "ir server",
+        "boom",
+        "weird",
+        "slow",
+        *(["secret signed", "other signed"] if signed else []),
+        "secret again",
+    ]
+    cancelled = [
+        r.getMessage() for r in caplog.records if r.getMessage().startswith("command cancelled by a hook")
+    ]
+    assert len(cancelled) == (3 if signed else 2)
+    assert (
+        "command=secret" in cancelled[0] and f"player={name}" in cancelled[0] and "told=True" in cancelled[0]
+    )
+    assert "command=quiet" in cancelled[1] and "told=False" in cancelled[1]
+    assert "hunter2" not in caplog.text  # arguments may be passwords: log lines name the command only
 
 
 @pytest.mark.parametrize(
