@@ -150,10 +150,13 @@ class EventBus:
 
     def __init__(self) -> None:
         self._subscribers: list[_Subscriber] = []
+        # True when someone listens: callers skip building events otherwise. An attribute, not __bool__:
+        # the per-connection path asks twice per session.
+        self.listening = False
 
     def __bool__(self) -> bool:
-        """True when someone listens: callers skip building events otherwise."""
-        return bool(self._subscribers)
+        """Same as :attr:`listening`."""
+        return self.listening
 
     def publish(self, event: Event) -> None:
         """Hand ``event`` to every subscriber; never blocks, never raises."""
@@ -167,10 +170,12 @@ class EventBus:
             raise ValueError(f"buffer must be at least 1, got {buffer}")
         subscriber = _Subscriber(buffer)
         self._subscribers.append(subscriber)
+        self.listening = True
         try:
             yield _iterate(subscriber)
         finally:
             self._subscribers.remove(subscriber)
+            self.listening = bool(self._subscribers)
 
 
 async def _iterate(subscriber: _Subscriber) -> AsyncIterator[Event]:

@@ -713,7 +713,7 @@ class Proxy:
         if player.server.server_manager is not None:  # ondemand: idle detection
             self._ondemand.session_started(player.server)
         self.metrics.connection("relayed")
-        if self._events:
+        if self._events.listening:
             self._events.publish(SessionStarted(player))
 
     def session_ended(self, connection: Connection, player: Player, result: ForwardResult) -> None:
@@ -773,7 +773,7 @@ class Proxy:
             self.metrics.session_ended(player.server.name, player.mode.value, result, duration)
             _log_session_end(player, result, duration)
             player._finish(result)
-            if self._events:
+            if self._events.listening:
                 self._events.publish(SessionEnded(player, result))
             return
         if isinstance(outcome, Answered):
@@ -814,7 +814,7 @@ class Proxy:
                 fields["player"] = connection.name
             fields.update(outcome.detail)
             log.info(_REFUSAL_EVENT[reason], reason=reason, **fields)
-        if self._events:
+        if self._events.listening:
             self._events.publish(
                 ConnectionRefused(
                     connection.client_text,
@@ -828,7 +828,7 @@ class Proxy:
     def publish(self, event: Event) -> None:
         """Hand ``event`` to the subscribers (what every relay and stage reports through); costs one truth
         test when nobody listens."""
-        if self._events:
+        if self._events.listening:
             self._events.publish(event)
 
 

@@ -29,20 +29,21 @@ CHECKPOINT_BYTES = 4 * 1024 * 1024
 _local = threading.local()
 
 
-def read_buffer(size: int) -> bytearray:
-    """This thread's shared read buffer of at least ``size`` bytes (see the module docstring)."""
-    buffer: bytearray | None = getattr(_local, "buffer", None)
-    if buffer is None or len(buffer) < size:
-        buffer = _local.buffer = bytearray(size)
-    return buffer
+def read_buffer(size: int) -> list[bytearray]:
+    """This thread's shared read buffer of at least ``size`` bytes, as the one-element list ``os.readv``
+    takes (see the module docstring); shared, so an idle direction holds no object of its own for it."""
+    chunks: list[bytearray] | None = getattr(_local, "chunks", None)
+    if chunks is None or len(chunks[0]) < size:
+        chunks = _local.chunks = [bytearray(size)]
+    return chunks
 
 
 async def copy_direction(
-    session: Session, direction: Direction, buffer: bytearray, pending: bytes = b""
+    session: Session, direction: Direction, chunks: list[bytearray], pending: bytes = b""
 ) -> None:
     """Relay one direction through userspace until EOF (then half-close) or an error (then fail the session).
 
-    ``buffer`` is the read buffer (shared: see the module docstring); ``pending`` is sent first: bytes the
+    ``chunks`` holds the read buffer (shared: see :func:`read_buffer`); ``pending`` is sent first: bytes the
     splice path had already taken out of the source when it fell back.
 
     Every write is counted the moment it returns, so the counters are exact even when a cancellation lands
@@ -53,8 +54,6 @@ async def copy_direction(
     traffic = session.traffic
     to_backend = direction.client_to_backend
     read, write = os.readv, os.write
-    chunks = [buffer]
-    view = memoryview(buffer)
     unyielded = 0
     try:
         src_fd, dst_fd = src.fileno(), dst.fileno()
@@ -73,7 +72,7 @@ async def copy_direction(
                     continue
                 if not got:
                     break
-                data = view[:got]
+                data = memoryview(chunks[0])[:got]  # dropped below, before any wait
                 unyielded += got
             try:
                 sent = write(dst_fd, data)
