@@ -416,40 +416,6 @@ def attempt(
     return metrics
 
 
-def load_generator_report(trials: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Highest CPU share of the load generator and of the backend per case (1.0 = one full core),
-    for the relays and for direct apart: without a relay the two ends are all the work there is, so
-    there they are expected to be busy."""
-    out: dict[str, dict[str, float]] = {}
-    for t in trials:
-        m = t["metrics"]
-        if "loadgen_cpu_share" not in m:
-            continue
-        cur = out.setdefault(t["case"], {})
-        side = "direct" if t["contender"] == "direct" else "relayed"
-        for who in ("loadgen", "backend"):
-            key = f"{who}_max_{side}"
-            cur[key] = max(cur.get(key, 0.0), m[f"{who}_cpu_share"])
-    return out
-
-
-def git_revision() -> str:
-    try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO, timeout=10
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            cwd=REPO,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return rev + ("-dirty" if dirty else "")
-
-
 def report(run: Run, started: float) -> dict[str, Any]:
     s = run.settings
     values = _report.collect(run.trials)
@@ -464,13 +430,14 @@ def report(run: Run, started: float) -> dict[str, Any]:
         t.judge(values, run.not_built)
         for t in _report.targets([c for c, _, _ in bulk_cases()], list(s.levels))
     ]
-    lg = load_generator_report(run.trials)
+    lg = _report.load_generator_report(run.trials)
     elapsed = time.monotonic() - started
 
     print()
     print(
         f"infrarust benchmark: {s.repeats} round(s), {elapsed:.0f} s, {platform.node()}, "
-        f"Linux {platform.release()}, {os.cpu_count()} CPUs, {haproxy_version()}, rev {git_revision()}"
+        f"Linux {platform.release()}, {os.cpu_count()} CPUs, {haproxy_version()}, "
+        f"rev {_report.git_revision()}"
     )
     print("medians of the rounds; ratios are medians of per-round ratios (only ratios within a run count)")
     print()
@@ -510,7 +477,7 @@ def report(run: Run, started: float) -> dict[str, Any]:
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "haproxy": haproxy_version(),
-            "revision": git_revision(),
+            "revision": _report.git_revision(),
             "elapsed_s": round(elapsed, 1),
         },
         "settings": asdict(s),

@@ -8,9 +8,12 @@ differences being measured (about +-25 % between runs).
 from __future__ import annotations
 
 import statistics
+import subprocess
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
+
+from bench._procs import REPO
 
 CONTENDER_ORDER = ("direct", "floor", "zero_copy", "passthrough", "haproxy", "hooked", "zero_copy_w2")
 RELAYS = ("floor", "zero_copy", "passthrough", "haproxy", "hooked", "zero_copy_w2")
@@ -323,3 +326,38 @@ def table(
             data["vs_" + ref][key] = rs
             lines.append(f"{key:<{width}}" + "".join(f"{cell(c, rs[c]):>14}" for c in others))
     return "\n".join(lines), data
+
+
+def load_generator_report(trials: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Highest CPU share of the load generator and of the backend per case (1.0 = one full core),
+    for the relays and for direct apart: without a relay the two ends are all the work there is, so
+    there they are expected to be busy."""
+    out: dict[str, dict[str, float]] = {}
+    for t in trials:
+        m = t["metrics"]
+        if "loadgen_cpu_share" not in m:
+            continue
+        cur = out.setdefault(t["case"], {})
+        side = "direct" if t["contender"] == "direct" else "relayed"
+        for who in ("loadgen", "backend"):
+            key = f"{who}_max_{side}"
+            cur[key] = max(cur.get(key, 0.0), m[f"{who}_cpu_share"])
+    return out
+
+
+def git_revision() -> str:
+    """The short commit, with ``-dirty`` when tracked files differ from it (``unknown`` without git)."""
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (rev or "unknown") + ("-dirty" if dirty else "")

@@ -54,13 +54,12 @@ from bench._procs import REPO, Backend, Contender, Direct, Infrarust, NotBuiltEr
 CONTENDERS = ("direct", "zero_copy", "passthrough", "offline", "client_only")
 RELAYS = CONTENDERS[1:]
 CASES = ("upload", "download", "ping 64B")
+# The main benchmark's labels for what both measure, plus the CPU per round trip.
 METRICS = {
-    "mbps": "MB/s",
-    "cpu_s_per_gb": "relay CPU s/GB",
-    "p50_us": "p50 us",
-    "p99_us": "p99 us",
-    "added_p50_us": "added p50 us (relay - direct)",
-    "added_p99_us": "added p99 us (relay - direct)",
+    **{
+        key: _report.METRICS[key]
+        for key in ("mbps", "cpu_s_per_gb", "p50_us", "p99_us", "added_p50_us", "added_p99_us")
+    },
     "cpu_us_per_rtt": "relay CPU us per round trip",
 }
 ACCOUNT = ("BenchOnline", "bench-access-token")
@@ -372,48 +371,18 @@ def tables(values: Values, contenders: list[str]) -> tuple[str, dict[str, Any]]:
     return "\n".join(lines), data
 
 
-def generator_shares(trials: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Highest CPU share of the client and of the backend per case, relayed and direct apart."""
-    out: dict[str, dict[str, float]] = {}
-    for t in trials:
-        m = t["metrics"]
-        side = "direct" if t["contender"] == "direct" else "relayed"
-        cur = out.setdefault(t["case"], {})
-        for who in ("loadgen", "backend"):
-            key = f"{who}_max_{side}"
-            cur[key] = max(cur.get(key, 0.0), m[f"{who}_cpu_share"])
-    return out
-
-
-def git_revision() -> str:
-    """The short commit, with ``-dirty`` when tracked files differ from it."""
-    try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO, timeout=10
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            cwd=REPO,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return (rev or "unknown") + ("-dirty" if dirty else "")
-
-
 def report(run: Run, elapsed: float) -> dict[str, Any]:
     """Print the tables and the ends' CPU share; return everything for the JSON file."""
     s = run.settings
     values = collect(run.trials)
     contenders = [c for c in s.contenders if c not in run.not_built]
     text, data = tables(values, contenders)
-    lg = generator_shares(run.trials)
+    lg = _report.load_generator_report(run.trials)
     print()
     print(
         f"infrarust intercepted modes: {s.rounds} round(s), {elapsed:.0f} s, {platform.node()}, "
-        f"{os.cpu_count()} CPUs, protocol 340, compression threshold {s.threshold}, rev {git_revision()}"
+        f"{os.cpu_count()} CPUs, protocol 340, compression threshold {s.threshold}, "
+        f"rev {_report.git_revision()}"
     )
     print("medians of the rounds; ratios are medians of per-round ratios (only ratios within a run count)")
     print()
@@ -442,7 +411,7 @@ def report(run: Run, elapsed: float) -> dict[str, Any]:
             "kernel": platform.release(),
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
-            "revision": git_revision(),
+            "revision": _report.git_revision(),
             "protocol": 340,
             "elapsed_s": round(elapsed, 1),
         },

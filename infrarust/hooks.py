@@ -16,7 +16,7 @@ from __future__ import annotations
 import inspect
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import trio
 from attrs import frozen
@@ -83,14 +83,13 @@ class PreConnect:
         return self.handshake.next_state is NextState.STATUS
 
 
-class _Registry(Protocol):
-    def remove(self, fn: Any) -> None: ...
+_Hook = TypeVar("_Hook")
 
 
 class HookHandle:
     """Returned by ``on_pre_connect`` and ``on_command``: :meth:`remove` unregisters the hook (idempotent)."""
 
-    def __init__(self, hooks: _Registry, fn: Any) -> None:
+    def __init__(self, hooks: _Registry[Any], fn: Any) -> None:
         self._hooks = hooks
         self._fn = fn
 
@@ -99,23 +98,27 @@ class HookHandle:
         self._hooks.remove(self._fn)
 
 
-class Hooks:
-    """The registered pre-connect hooks, in order."""
+class _Registry(Generic[_Hook]):
+    """Hooks of one kind, in registration order (a tuple: a run iterates a snapshot)."""
 
     def __init__(self) -> None:
-        self._hooks: tuple[PreConnectHook, ...] = ()
+        self._hooks: tuple[_Hook, ...] = ()
 
     def __bool__(self) -> bool:
         return bool(self._hooks)
 
-    def add(self, fn: PreConnectHook) -> HookHandle:
+    def add(self, fn: _Hook) -> HookHandle:
         """Register ``fn`` after those already registered."""
         self._hooks = (*self._hooks, fn)
         return HookHandle(self, fn)
 
-    def remove(self, fn: PreConnectHook) -> None:
+    def remove(self, fn: _Hook) -> None:
         """Unregister ``fn`` (nothing happens if it is not registered)."""
         self._hooks = tuple(hook for hook in self._hooks if hook is not fn)
+
+
+class Hooks(_Registry[PreConnectHook]):
+    """The registered pre-connect hooks, in order."""
 
     async def decide(self, connection: PreConnect, timeout: float) -> Decision:  # noqa: ASYNC109
         """Run the hooks in order until one decides; failures and timeouts count as ``None``."""
@@ -166,7 +169,7 @@ CommandDecision = CancelCommand | None
 CommandHook = Callable[["Player", str], Awaitable[CommandDecision] | CommandDecision]
 
 
-class CommandHooks:
+class CommandHooks(_Registry[CommandHook]):
     """The registered command hooks, in order.
 
     A hook gets the :class:`~infrarust.ActivePlayer` and the command as the player typed it, without its
@@ -174,21 +177,6 @@ class CommandHooks:
     proxy's own ``/infrarust`` and ``/ir`` never reach the backend and never reach these hooks. The
     player's packets wait while the hooks run, so nothing the player sends after a command overtakes it.
     """
-
-    def __init__(self) -> None:
-        self._hooks: tuple[CommandHook, ...] = ()
-
-    def __bool__(self) -> bool:
-        return bool(self._hooks)
-
-    def add(self, fn: CommandHook) -> HookHandle:
-        """Register ``fn`` after those already registered."""
-        self._hooks = (*self._hooks, fn)
-        return HookHandle(self, fn)
-
-    def remove(self, fn: CommandHook) -> None:
-        """Unregister ``fn`` (nothing happens if it is not registered)."""
-        self._hooks = tuple(hook for hook in self._hooks if hook is not fn)
 
     async def decide(self, player: Player, command: str, timeout: float) -> CancelCommand | None:  # noqa: ASYNC109
         """Run the hooks in order until one cancels; failures and timeouts let the command through.
