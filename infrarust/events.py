@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from infrarust.player import Player
 
 DEFAULT_BUFFER = 1024
+_CANCEL_CHECK_EVERY = 32
 
 RefusalReason = Literal[
     "banned",
@@ -180,10 +181,15 @@ class EventBus:
 
 async def _iterate(subscriber: _Subscriber) -> AsyncIterator[Event]:
     buffer = subscriber.buffer
+    taken = 0
     while True:
         if buffer:
             yield buffer.popleft()
-            await trio.lowlevel.checkpoint_if_cancelled()
+            taken += 1
+            # Nothing is published while this task runs, so a reader that awaits nothing else drains at most
+            # the buffer before it parks (a checkpoint); it also looks for cancellation every few events.
+            if taken % _CANCEL_CHECK_EVERY == 0:
+                await trio.lowlevel.checkpoint_if_cancelled()
         else:
             subscriber.parked = True
             try:
