@@ -464,22 +464,10 @@ def report(run: Run, started: float) -> dict[str, Any]:
         int(t["metrics"].get(k, 0) or 0) for t in run.trials for k in ("errors", "open_errors", "dead")
     )
     print(f"errors seen by the load generator: {errors}; backend: {run.backend.stats}")
-    if run.failures:
-        print(f"failed steps: {len(run.failures)}: " + "; ".join(run.failures[:5]))
-    for name, lines in run.problems.items():
-        print(f"log problems in {name}: {'; '.join(lines)}")
+    _report.print_failures(run.failures, run.problems)
 
     return {
-        "meta": {
-            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "host": platform.node(),
-            "kernel": platform.release(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "haproxy": haproxy_version(),
-            "revision": _report.git_revision(),
-            "elapsed_s": round(elapsed, 1),
-        },
+        "meta": _report.run_meta(elapsed, haproxy=haproxy_version()),
         "settings": asdict(s),
         "not_built": run.not_built,
         "tables": tables,

@@ -7,8 +7,11 @@ differences being measured (about +-25 % between runs).
 
 from __future__ import annotations
 
+import os
+import platform
 import statistics
 import subprocess
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -361,3 +364,25 @@ def git_revision() -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return (rev or "unknown") + ("-dirty" if dirty else "")
+
+
+def print_failures(failures: list[str], problems: dict[str, list[str]]) -> None:
+    """The steps that failed and the log problems each relay showed, after a run's tables."""
+    if failures:
+        print(f"failed steps: {len(failures)}: " + "; ".join(failures[:5]))
+    for name, lines in problems.items():
+        print(f"log problems in {name}: {'; '.join(lines)}")
+
+
+def run_meta(elapsed: float, **extra: Any) -> dict[str, Any]:
+    """Where and when a run happened, for its JSON results (``extra`` after the common keys)."""
+    return {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "host": platform.node(),
+        "kernel": platform.release(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        **extra,
+        "revision": git_revision(),
+        "elapsed_s": round(elapsed, 1),
+    }

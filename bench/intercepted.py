@@ -400,21 +400,9 @@ def report(run: Run, elapsed: float) -> dict[str, Any]:
     print(f"session server: {run.session.counts}; backend: {run.backend.stats}")
     for name, why in run.not_built.items():
         print(f"not started: {name}: {why}")
-    if run.failures:
-        print(f"failed steps: {len(run.failures)}: " + "; ".join(run.failures[:5]))
-    for name, lines in run.problems.items():
-        print(f"log problems in {name}: {'; '.join(lines)}")
+    _report.print_failures(run.failures, run.problems)
     return {
-        "meta": {
-            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "host": platform.node(),
-            "kernel": platform.release(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "revision": _report.git_revision(),
-            "protocol": 340,
-            "elapsed_s": round(elapsed, 1),
-        },
+        "meta": _report.run_meta(elapsed, protocol=340),
         "settings": asdict(s),
         "not_built": run.not_built,
         "tables": data,

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import trio
+from _redis_helpers import RedisServer
 from helpers import Backend, start_recording_backend
 
 
@@ -13,3 +14,14 @@ from helpers import Backend, start_recording_backend
 async def backend(nursery: trio.Nursery) -> AsyncIterator[Backend]:
     """A recording, echoing loopback backend."""
     yield await start_recording_backend(nursery)
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A private redis-server on a loopback port, stopped by its PID after the test."""
+    server = RedisServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.cleanup()

@@ -4,7 +4,6 @@ pub/sub, and deadlines against a frozen (SIGSTOPped) and a stopped server."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
 
 import pytest
 import trio
@@ -21,16 +20,6 @@ from infrarust.config import RedisUrl
 DEADLINE = 0.2
 # What a call may take beyond its deadline on a loaded two-core machine (the deadline itself is exact).
 SLACK = 0.1
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.cleanup()
 
 
 async def test_commands_and_one_round_trip_pipelines(redis_server: RedisServer) -> None:

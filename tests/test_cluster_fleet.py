@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -24,16 +24,6 @@ TIMEOUT = 0.25
 HEARTBEAT = 0.3
 LIMITS = RateLimit(max_connections=3, window=10.0, status_max=5, status_window=10.0)
 BACKEND = Address("127.0.0.1", 25566)
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.cleanup()
 
 
 def settings(redis_server: RedisServer, instance_id: str) -> Cluster:

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import trio
 from _cli_helpers import ROOT
 from _redis_helpers import RedisServer
@@ -18,16 +16,6 @@ from test_fleet_proxy import login
 
 import infrarust
 from infrarust.config import load_config
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    redis = RedisServer()
-    try:
-        redis.start()
-        yield redis
-    finally:
-        redis.cleanup()
 
 
 async def cli(*args: str) -> tuple[int, str, str]:

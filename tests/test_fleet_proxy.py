@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -40,16 +40,6 @@ from infrarust.protocol import PacketReader, parse_status_response
 TIMEOUT = 0.25
 HEARTBEAT = 0.3
 REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    redis = RedisServer()
-    try:
-        redis.start()
-        yield redis
-    finally:
-        redis.cleanup()
 
 
 def cluster(redis: RedisServer, instance_id: str) -> Cluster:

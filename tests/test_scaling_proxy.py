@@ -4,9 +4,6 @@ that comes after it (no backend answered) so ``max_players`` never leaks a slot.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
 import trio
 from _redis_helpers import RedisServer
 from helpers import (
@@ -23,16 +20,6 @@ from test_fleet_proxy import cluster, login
 from infrarust.config import Address, HealthCheck, LoadBalance
 
 CHECKS = HealthCheck(interval=0.2, timeout=1.0, unhealthy_after=1, healthy_after=1)
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    redis = RedisServer()
-    try:
-        redis.start()
-        yield redis
-    finally:
-        redis.cleanup()
 
 
 async def test_status_aggregate_sums_the_healthy_backends(nursery: trio.Nursery) -> None:
