@@ -15,6 +15,7 @@ import json
 from typing import Final, Literal, get_args
 
 from infrarust.protocol import encode_packet, encode_string
+from infrarust.status import status_object
 
 AnswerSource = Literal["backend", "cache", "unreachable", "unknown_domain", "managed_state"]
 """``backend``: a status exchange made for this answer; ``cache``: the backend's answer from the status
@@ -49,11 +50,8 @@ def mark_source(status_json: str, source: AnswerSource) -> str:
         rest = status_json[start + 1 :]
         separator = "" if rest.lstrip().startswith("}") else ","
         return status_json[: start + 1] + field + separator + rest
-    try:
-        status = json.loads(status_json)
-    except ValueError:
-        return status_json
-    if not isinstance(status, dict):
+    status = status_object(status_json)
+    if status is None:
         return status_json
     status.pop(SOURCE_KEY, None)
     return json.dumps({SOURCE_KEY: {"source": source}, **status})

@@ -126,13 +126,8 @@ def apply_online_motd(status_json: str, motd: Motd | None) -> str:
 
     Without a table (or with JSON we cannot read) the backend's text is returned exactly as it came.
     """
-    if motd is None:
-        return status_json
-    try:
-        status = json.loads(status_json)
-    except ValueError:
-        return status_json
-    if not isinstance(status, dict):
+    status = status_object(status_json) if motd is not None else None
+    if motd is None or status is None:
         return status_json
     if motd.text is not None:
         status["description"] = {"text": motd.text}
@@ -150,14 +145,21 @@ def apply_online_motd(status_json: str, motd: Motd | None) -> str:
     return json.dumps(status)
 
 
-def fleet_online(status_json: str, online: int) -> str:
-    """fleetwire: a status with ``players.online`` set to the fleet's count for the server (``[cluster]``),
-    so every instance shows the same number; JSON we cannot read is returned unchanged."""
+def status_object(status_json: str) -> dict[str, Any] | None:
+    """A status response's JSON object, or None when the text is not one (callers then pass it on as it
+    came: a backend's odd answer is never rewritten into something else)."""
     try:
         status = json.loads(status_json)
     except ValueError:
-        return status_json
-    if not isinstance(status, dict):
+        return None
+    return status if isinstance(status, dict) else None
+
+
+def fleet_online(status_json: str, online: int) -> str:
+    """fleetwire: a status with ``players.online`` set to the fleet's count for the server (``[cluster]``),
+    so every instance shows the same number; JSON we cannot read is returned unchanged."""
+    status = status_object(status_json)
+    if status is None:
         return status_json
     players = status.get("players")
     status["players"] = {**(players if isinstance(players, dict) else {"max": 0}), "online": online}
