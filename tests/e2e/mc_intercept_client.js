@@ -17,9 +17,9 @@ const path = require('path')
 const crypto = require('crypto')
 const readline = require('readline')
 
-const args = { library: '1.68', timeout: '60' }
-const argv = process.argv.slice(2)
-for (let i = 0; i + 1 < argv.length; i += 2) args[argv[i].replace(/^--/, '')] = argv[i + 1]
+const { parseFlags, loginOptions, chatParams } = require('./client_common')
+
+const args = parseFlags(process.argv.slice(2), { library: '1.68', timeout: '60' })
 
 const protocolDir = path.dirname(require.resolve(
   (args.library === '1.68' ? 'minecraft-protocol-1.68' : 'minecraft-protocol') + '/package.json'))
@@ -34,19 +34,7 @@ setTimeout(() => { emit('error', { message: 'timed out' }); process.exit(3) }, N
 
 const options = { host: '127.0.0.1', port: Number(args.port), username: args.username, version: args.version, hideErrors: true }
 if (args.host) options.fakeHost = args.host
-if (args.token) {
-  options.sessionServer = args['session-server']
-  options.auth = (client, opts) => {
-    client.username = args.username
-    client.session = { accessToken: args.token, selectedProfile: { id: args.uuid, name: args.username } }
-    opts.accessToken = args.token
-    opts.haveCredentials = true
-    opts.connect(client)
-  }
-} else {
-  options.auth = 'offline'
-}
-const client = mc.createClient(options)
+const client = mc.createClient(loginOptions(options, args))
 
 const reported = ['chat', 'system_chat', 'action_bar', 'title', 'set_title_text', 'set_title_subtitle',
   'set_title_time', 'kick_disconnect', 'disconnect']
@@ -62,29 +50,13 @@ client.on('packet', (data, meta) => {
 })
 client.on('success', (packet) => emit('success', { uuid: packet.uuid, username: packet.username }))
 
-function chatParams (text) {
-  return {
-    message: text,
-    command: text,
-    timestamp: BigInt(Date.now()),
-    salt: 0n,
-    signature: mcData.version.version >= 761 ? undefined : Buffer.alloc(0),
-    signedPreview: false,
-    argumentSignatures: [],
-    previousMessages: [],
-    offset: 0,
-    messageCount: 0,
-    acknowledged: Buffer.alloc(3),
-    checksum: 0
-  }
-}
 function say (kind, text) {
   if (mcData.version.version < 759) client.write('chat', { message: kind === 'command' ? '/' + text : text })
-  else client.write(kind === 'command' ? 'chat_command' : 'chat_message', chatParams(text))
+  else client.write(kind === 'command' ? 'chat_command' : 'chat_message', chatParams(mcData, text))
 }
 function saySigned (count, text) {
   const name = mcData.version.version >= 766 ? 'chat_command_signed' : 'chat_command'
-  client.write(name, { ...chatParams(text), messageCount: count })
+  client.write(name, { ...chatParams(mcData, text), messageCount: count })
 }
 client.on('state', (state) => { if (state === 'play') emit('play', {}) })
 readline.createInterface({ input: process.stdin }).on('line', (line) => {

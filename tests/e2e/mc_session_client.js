@@ -15,9 +15,9 @@ const path = require('path')
 const protocolDir = path.dirname(require.resolve('minecraft-protocol-1.68/package.json'))
 const mc = require(protocolDir)
 
-const args = { timeout: '20', chat: 'hello', command: 'ir list' }
-const argv = process.argv.slice(2)
-for (let i = 0; i + 1 < argv.length; i += 2) args[argv[i].replace(/^--/, '')] = argv[i + 1]
+const { parseFlags, loginOptions, chatParams } = require('./client_common')
+
+const args = parseFlags(process.argv.slice(2), { timeout: '20', chat: 'hello', command: 'ir list' })
 
 function emit (event, fields) {
   process.stdout.write(JSON.stringify({ event, ...fields }, (key, value) =>
@@ -32,21 +32,7 @@ const options = {
   version: args.version,
   hideErrors: true
 }
-if (args.token) {
-  options.sessionServer = args['session-server']
-  // An auth function: the session the launcher would have, then connect; the library's encrypt step
-  // calls the session server's join with it.
-  options.auth = (client, opts) => {
-    client.username = args.username
-    client.session = { accessToken: args.token, selectedProfile: { id: args.uuid, name: args.username } }
-    opts.accessToken = args.token
-    opts.haveCredentials = true
-    opts.connect(client)
-  }
-} else {
-  options.auth = 'offline'
-}
-const client = mc.createClient(options)
+const client = mc.createClient(loginOptions(options, args))
 
 const reported = ['chat', 'system_chat', 'action_bar', 'title', 'set_title_text', 'set_title_subtitle',
   'set_title_time', 'kick_disconnect', 'disconnect', 'declare_commands']
@@ -56,22 +42,6 @@ client.on('packet', (data, meta) => {
 client.on('success', (packet) => emit('success', { uuid: packet.uuid, username: packet.username }))
 
 const mcData = require(require.resolve('minecraft-data', { paths: [protocolDir] }))(args.version)
-function chatParams (text) {
-  return {
-    message: text,
-    command: text,
-    timestamp: BigInt(Date.now()),
-    salt: 0n,
-    signature: mcData.version.version >= 761 ? undefined : Buffer.alloc(0),
-    signedPreview: false,
-    argumentSignatures: [],
-    previousMessages: [],
-    offset: 0,
-    messageCount: 0,
-    acknowledged: Buffer.alloc(3),
-    checksum: 0
-  }
-}
 client.on('state', (state) => {
   if (state !== 'play') return
   emit('play', {})
@@ -79,8 +49,8 @@ client.on('state', (state) => {
     client.write('chat', { message: args.chat })
     client.write('chat', { message: '/' + args.command })
   } else {
-    client.write('chat_message', chatParams(args.chat))
-    client.write('chat_command', chatParams(args.command))
+    client.write('chat_message', chatParams(mcData, args.chat))
+    client.write('chat_command', chatParams(mcData, args.command))
   }
 })
 client.on('error', (err) => emit('error', { message: String(err && err.message ? err.message : err) }))
