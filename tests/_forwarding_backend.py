@@ -23,6 +23,7 @@ import uuid
 
 import trio
 from attrs import define, field, frozen
+from helpers import read_packet, read_until
 
 from infrarust.auth import offline_uuid
 from infrarust.forwarding import (
@@ -35,7 +36,6 @@ from infrarust.protocol import (
     EncryptionRequest,
     Handshake,
     HelloReader,
-    InboundPacket,
     LoginPluginRequest,
     LoginSuccess,
     MinecraftConnection,
@@ -112,7 +112,7 @@ class ForwardingBackend:
         protocol = handshake.protocol_version
         connection = MinecraftConnection(Role.SERVER, protocol)
         connection.receive_data(hello.take_leftover())
-        start = await _read(stream, connection)
+        start = await read_packet(stream, connection)
         login = parse_login_start(Packet(start.packet_id, start.body), protocol)
         if login is None:
             return
@@ -127,14 +127,14 @@ class ForwardingBackend:
         if self.mode == "online":
             request_body = encode_encryption_request(protocol, EncryptionRequest("", b"key", b"tokn"))
             await stream.send_all(connection.send("encryption_request", request_body))
-            await _read(stream, connection)
+            await read_packet(stream, connection)
             return
         if self.mode == "velocity":
             request = LoginPluginRequest(1, VELOCITY_CHANNEL, b"\x04")
             await stream.send_all(
                 connection.send("login_plugin_request", encode_login_plugin_request(request))
             )
-            answer = await _read(stream, connection)
+            answer = await read_packet(stream, connection)
             response = parse_login_plugin_response(answer.body)
             if response.data is None:
                 return await refuse(VELOCITY_REQUIRED)
@@ -160,22 +160,8 @@ class ForwardingBackend:
         success = LoginSuccess(player.uuid, player.name, player.properties)
         await stream.send_all(connection.send("login_success", encode_login_success(protocol, success)))
         if protocol >= 764:
-            await _read_until(stream, connection, "login_acknowledged")
+            await read_until(stream, connection, "login_acknowledged")
             await stream.send_all(connection.send("finish_configuration", b""))
-            await _read_until(stream, connection, "finish_configuration")
+            await read_until(stream, connection, "finish_configuration")
         text = f"forwarded {player.name} {player.uuid} {player.address}"
         await stream.send_all(connection.send(*disconnect_packet(protocol, State.PLAY, {"text": text})))
-
-
-async def _read(stream: trio.SocketStream, connection: MinecraftConnection) -> InboundPacket:
-    while (packet := connection.next_packet()) is None:
-        data = await stream.receive_some(65536)
-        if not data:
-            raise EOFError
-        connection.receive_data(data)
-    return packet
-
-
-async def _read_until(stream: trio.SocketStream, connection: MinecraftConnection, name: str) -> None:
-    while (await _read(stream, connection)).name != name:
-        pass

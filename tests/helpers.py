@@ -23,15 +23,21 @@ import infrarust
 from infrarust.config import Address, ProxyConfig, ProxyMode, RateLimit, ServerConfig
 from infrarust.protocol import (
     Handshake,
+    HelloReader,
+    InboundPacket,
+    LoginStart,
+    MinecraftConnection,
     NextState,
     Packet,
     PacketReader,
+    Role,
     encode_packet,
     encode_ping,
     encode_pong,
     encode_status_request,
     encode_string,
     parse_handshake,
+    parse_login_start,
     parse_ping,
     parse_status_response,
 )
@@ -500,3 +506,43 @@ def open_fds() -> list[str]:
 
 def pipe_fds() -> int:
     return sum(link.startswith("pipe:") for link in open_fds())
+
+
+# --- the server side of the game protocol, for test backends ------------------------------------------
+
+
+async def read_packet(stream: trio.SocketStream, connection: MinecraftConnection) -> InboundPacket:
+    """The next packet ``connection`` decodes from ``stream``; EOFError if the peer closes first."""
+    while (packet := connection.next_packet()) is None:
+        data = await stream.receive_some(65536)
+        if not data:
+            raise EOFError("peer closed")
+        connection.receive_data(data)
+    return packet
+
+
+async def read_until(stream: trio.SocketStream, connection: MinecraftConnection, name: str) -> InboundPacket:
+    """Packets are read and dropped until one called ``name``, which is returned."""
+    while (packet := await read_packet(stream, connection)).name != name:
+        pass
+    return packet
+
+
+async def accept_login(stream: trio.SocketStream) -> tuple[MinecraftConnection, LoginStart]:
+    """A test server's side of a modern client's handshake and login start: the connection (in the login
+    state, fed what followed) and the login start. EOFError if the client closes first; AssertionError for
+    anything but a login start a test server can read."""
+    hello = HelloReader()
+    handshake = None
+    while handshake is None:
+        data = await stream.receive_some(65536)
+        if not data:
+            raise EOFError("client closed before its handshake")
+        handshake = hello.feed(data)
+    assert isinstance(handshake, Handshake), handshake
+    connection = MinecraftConnection(Role.SERVER, handshake.protocol_version)
+    connection.receive_data(hello.take_leftover())
+    start = await read_packet(stream, connection)
+    login = parse_login_start(Packet(start.packet_id, start.body), handshake.protocol_version)
+    assert login is not None, start
+    return connection, login

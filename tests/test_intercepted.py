@@ -14,7 +14,7 @@ from _forwarding_backend import ForwardingBackend
 from _session_server import SessionServer as FakeSessionServer
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.serialization import load_der_public_key
-from helpers import proxy_config
+from helpers import accept_login, proxy_config, read_packet
 
 import infrarust
 from infrarust.auth import offline_uuid
@@ -24,11 +24,9 @@ from infrarust.player import PlayerNotActiveError
 from infrarust.protocol import (
     Direction,
     Handshake,
-    HelloReader,
     InboundPacket,
     MinecraftConnection,
     NextState,
-    Packet,
     Role,
     State,
     decode_varint,
@@ -36,7 +34,6 @@ from infrarust.protocol import (
     encode_login_start,
     encode_login_success,
     parse_encryption_request,
-    parse_login_start,
     read_string,
 )
 from infrarust.transport import ForwardEndReason
@@ -46,12 +43,7 @@ WAIT = 10.0
 
 async def _read(stream: trio.SocketStream, connection: MinecraftConnection) -> InboundPacket:
     with trio.fail_after(WAIT):
-        while (packet := connection.next_packet()) is None:
-            data = await stream.receive_some(65536)
-            if not data:
-                raise EOFError
-            connection.receive_data(data)
-    return packet
+        return await read_packet(stream, connection)
 
 
 class StayingBackend:
@@ -71,17 +63,9 @@ class StayingBackend:
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         try:
-            hello = HelloReader()
-            handshake = None
-            while handshake is None:
-                handshake = hello.feed(await stream.receive_some(65536))
-            assert isinstance(handshake, Handshake)
-            protocol = handshake.protocol_version
-            connection = MinecraftConnection(Role.SERVER, protocol)
-            connection.receive_data(hello.take_leftover())
-            start = await _read(stream, connection)
-            login = parse_login_start(Packet(start.packet_id, start.body), protocol)
-            assert login is not None
+            with trio.fail_after(WAIT):
+                connection, login = await accept_login(stream)
+            protocol = connection.protocol_version
             success = infrarust.auth.GameProfile(offline_uuid(login.name), login.name).login_success()
             await stream.send_all(connection.send("login_success", encode_login_success(protocol, success)))
             packets = self.received.setdefault(login.name, [])

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import trio
 from _session_server import SessionServer as FakeSessionServer
+from helpers import accept_login, read_packet, read_until
 
 from infrarust.auth import (
     AuthenticationError,
@@ -29,12 +30,6 @@ from infrarust.protocol import (
     ClientChat,
     ClientCommand,
     EncryptionRequest,
-    Handshake,
-    HelloReader,
-    InboundPacket,
-    MinecraftConnection,
-    Packet,
-    Role,
     State,
     action_bar,
     disconnect_packet,
@@ -43,7 +38,6 @@ from infrarust.protocol import (
     encode_set_compression,
     parse_client_chat,
     parse_encryption_response,
-    parse_login_start,
     system_message,
     title_packets,
 )
@@ -52,21 +46,6 @@ E2E = Path(__file__).resolve().parent / "e2e"
 VERSIONS = ["1.8.9", "1.12.2", "1.16.5", "1.19.2", "1.19.4", "1.20.1", "1.20.2", "1.20.4", "1.21.1", "1.21.4"]
 VERSIONS += ["1.21.8", "26.1"]
 BIG_TEXT = "x" * 5000  # well above any threshold: a compressed packet on the wire
-
-
-async def _read(stream: trio.SocketStream, connection: MinecraftConnection) -> InboundPacket:
-    while (packet := connection.next_packet()) is None:
-        data = await stream.receive_some(65536)
-        if not data:
-            raise EOFError("client closed")
-        connection.receive_data(data)
-    return packet
-
-
-async def _read_until(stream: trio.SocketStream, connection: MinecraftConnection, name: str) -> InboundPacket:
-    while (packet := await _read(stream, connection)).name != name:
-        pass
-    return packet
 
 
 async def login_server(
@@ -78,25 +57,15 @@ async def login_server(
     seen: list[Any],
 ) -> None:
     """What an intercepted relay does on the client leg, minus the backend."""
-    hello = HelloReader()
-    handshake = None
-    while handshake is None:
-        handshake = hello.feed(await stream.receive_some(65536))
-    assert isinstance(handshake, Handshake)
-    protocol = handshake.protocol_version
-    connection = MinecraftConnection(Role.SERVER, protocol)
-    connection.receive_data(hello.take_leftover())
-    start = await _read(stream, connection)
-    assert start.name == "login_start"
-    login = parse_login_start(Packet(start.packet_id, start.body), protocol)
-    assert login is not None
+    connection, login = await accept_login(stream)
+    protocol = connection.protocol_version
     if session is not None:
         token = new_verify_token()
         request = EncryptionRequest("", key.public_der, token)
         await stream.send_all(
             connection.send("encryption_request", encode_encryption_request(protocol, request))
         )
-        answer = await _read(stream, connection)
+        answer = await read_packet(stream, connection)
         response = parse_encryption_response(protocol, answer.body)
         secret = key.decrypt(response.shared_secret)
         assert response.verify_token is not None and tokens_match(token, key.decrypt(response.verify_token))
@@ -115,16 +84,16 @@ async def login_server(
         connection.send("login_success", encode_login_success(protocol, profile.login_success()))
     )
     if protocol >= 764:
-        await _read_until(stream, connection, "login_acknowledged")
+        await read_until(stream, connection, "login_acknowledged")
         assert connection.inbound_state is State.CONFIGURATION
         await stream.send_all(connection.send("finish_configuration", b""))
-        await _read_until(stream, connection, "finish_configuration")
+        await read_until(stream, connection, "finish_configuration")
     assert connection.inbound_state is State.PLAY and connection.outbound_state is State.PLAY
     out = [system_message(protocol, {"text": "welcome"}), action_bar(protocol, {"text": "bar"})]
     out += title_packets(protocol, {"text": "Title"}, {"text": "Sub"}, 5, 40, 5)
     await stream.send_all(b"".join(connection.send(*packet) for packet in out))
     while len(seen) < 2:
-        packet = await _read(stream, connection)
+        packet = await read_packet(stream, connection)
         if packet.name is not None:
             said = parse_client_chat(protocol, packet.name, packet.body)
             if said is not None:
