@@ -235,15 +235,7 @@ async def test_real_client_and_server_through_the_proxy(
     name = f"{'On' if mode is ProxyMode.CLIENT_ONLY else 'Off'}{protocol}"
     account = fake.add_account(f"token-{name}", name)
     proxy: infrarust.Proxy = await nursery.start(infrarust.serve, config_for(backends, fake.url))
-    seen: list[object] = []
-
-    async def watch() -> None:
-        async with proxy.subscribe() as events:
-            async for event in events:
-                seen.append(event)
-
-    nursery.start_soon(watch)
-    await trio.lowlevel.checkpoint()
+    seen = await events_of(proxy, nursery)
     online = (f"token-{name}", account.hex, fake.url) if mode is ProxyMode.CLIENT_ONLY else None
     client = await Client.start(
         nursery, version, proxy.port, domain(mode, version, compressed), name, online=online
@@ -314,6 +306,8 @@ async def test_real_client_and_server_through_the_proxy(
 
 
 async def events_of(proxy: infrarust.Proxy, nursery: trio.Nursery) -> list[object]:
+    """A list the proxy's events are appended to as they come (the subscription lasts as long as
+    ``nursery``)."""
     seen: list[object] = []
 
     async def watch() -> None:
