@@ -14,8 +14,7 @@ from __future__ import annotations
 import json
 from typing import Final, Literal, get_args
 
-from infrarust.protocol import encode_packet, encode_string
-from infrarust.status import status_object
+from infrarust.protocol import encode_packet, encode_string, status_object
 
 AnswerSource = Literal["backend", "cache", "unreachable", "unknown_domain", "managed_state"]
 """``backend``: a status exchange made for this answer; ``cache``: the backend's answer from the status

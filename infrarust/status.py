@@ -14,7 +14,7 @@ import attrs
 import trio
 
 from infrarust.config import Motd
-from infrarust.protocol import build_status_json
+from infrarust.protocol import build_status_json, status_object
 
 # Shown when no [motd.*] / [default_motd.*] table gives a text.
 BUILTIN_UNREACHABLE_TEXT = "Server is unreachable"
@@ -145,16 +145,6 @@ def apply_online_motd(status_json: str, motd: Motd | None) -> str:
     return json.dumps(status)
 
 
-def status_object(status_json: str) -> dict[str, Any] | None:
-    """A status response's JSON object, or None when the text is not one (callers then pass it on as it
-    came: a backend's odd answer is never rewritten into something else)."""
-    try:
-        status = json.loads(status_json)
-    except ValueError:
-        return None
-    return status if isinstance(status, dict) else None
-
-
 def fleet_online(status_json: str, online: int) -> str:
     """fleetwire: a status with ``players.online`` set to the fleet's count for the server (``[cluster]``),
     so every instance shows the same number; JSON we cannot read is returned unchanged."""
@@ -179,12 +169,7 @@ class LegacyView:
 
 def legacy_view(status_json: str) -> LegacyView:
     """Reduce a modern status to what legacy clients can show; tolerant of missing or odd fields."""
-    try:
-        status = json.loads(status_json)
-    except ValueError:
-        status = {}
-    if not isinstance(status, dict):
-        status = {}
+    status = status_object(status_json) or {}
     players = _table(status.get("players"))
     version = _table(status.get("version"))
     protocol = version.get("protocol")

@@ -86,6 +86,7 @@ from ._status import encode_status_request as encode_status_request
 from ._status import encode_status_response as encode_status_response
 from ._status import parse_ping as parse_ping
 from ._status import parse_status_response as parse_status_response
+from ._status import status_object as status_object
 from ._string import encode_string as encode_string
 from ._string import read_string as read_string
 from ._text import Component as Component

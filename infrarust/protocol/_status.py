@@ -97,3 +97,13 @@ def build_status_json(
     if favicon is not None:
         status["favicon"] = favicon if favicon.startswith("data:") else _FAVICON_PREFIX + favicon
     return json.dumps(status)
+
+
+def status_object(status_json: str) -> dict[str, Any] | None:
+    """A status response's JSON object, or None when the text is not one (callers then pass it on as it
+    came: a backend's odd answer is never rewritten into something else)."""
+    try:
+        status = json.loads(status_json)
+    except ValueError:
+        return None
+    return status if isinstance(status, dict) else None
