@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import socket
+from collections.abc import AsyncIterator
 from functools import partial
 
 import attrs
@@ -23,7 +25,8 @@ from helpers import (
 
 import infrarust
 from infrarust.config import Address, RateLimit, ServerConfig
-from infrarust.protocol import NextState, PacketReader, read_string
+from infrarust.hooks import Hooks, can_wait
+from infrarust.protocol import Handshake, NextState, PacketReader, read_string
 
 Events = list[infrarust.Event]
 
@@ -205,6 +208,80 @@ async def test_status_pings_see_the_hook_and_a_deny_closes_them(
     assert await read_until_eof(stream) == b""  # closed without an answer
     assert seen and seen[0].is_status and seen[0].name is None
     assert backend.received == []
+
+
+async def _returns_at_once(connection: infrarust.PreConnect) -> None:
+    return None
+
+
+async def _awaits(connection: infrarust.PreConnect) -> None:
+    await trio.lowlevel.checkpoint()
+
+
+async def _iterates(connection: infrarust.PreConnect) -> None:
+    async for _ in _agen():
+        pass
+
+
+async def _enters(connection: infrarust.PreConnect) -> None:
+    async with trio.open_nursery():
+        pass
+
+
+async def _comprehends(connection: infrarust.PreConnect) -> list[int]:
+    return [x async for x in _agen()]
+
+
+async def _agen() -> AsyncIterator[int]:
+    yield 1
+
+
+def _plain(connection: infrarust.PreConnect) -> None:
+    return None
+
+
+class _HookObject:
+    async def method(self, connection: infrarust.PreConnect) -> None:
+        return None
+
+    async def waiting_method(self, connection: infrarust.PreConnect) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def __call__(self, connection: infrarust.PreConnect) -> None:
+        return None
+
+
+def test_only_an_async_def_with_nothing_to_await_is_known_never_to_wait() -> None:
+    assert not can_wait(_returns_at_once)
+    assert not can_wait(_HookObject().method)
+    for waits in (_awaits, _iterates, _enters, _comprehends, _HookObject().waiting_method):
+        assert can_wait(waits), waits
+    # Whatever the proxy cannot read the code of gets the deadline: a plain function may return an
+    # awaitable, an object's __call__ or a partial hides the function.
+    for unknown in (_plain, _HookObject(), partial(_returns_at_once)):
+        assert can_wait(unknown), unknown
+
+
+async def test_a_hook_that_cannot_wait_runs_without_a_deadline_one_that_can_gets_one() -> None:
+    deadlines: list[float] = []
+
+    async def quick(connection: infrarust.PreConnect) -> None:
+        deadlines.append(trio.current_effective_deadline())
+
+    async def waiting(connection: infrarust.PreConnect) -> infrarust.Deny:
+        deadlines.append(trio.current_effective_deadline())
+        await trio.sleep(10)
+        return infrarust.Deny("never")  # pragma: no cover - cut by the deadline
+
+    hooks = Hooks()
+    hooks.add(quick)
+    hooks.add(waiting)
+    hello = Handshake(767, "s.test", 25565, NextState.LOGIN)
+    connection = infrarust.PreConnect(("127.0.0.1", 1), hello, None)
+    started = trio.current_time()
+    assert await hooks.decide(connection, 0.05) is None  # the waiting hook timed out: counts as None
+    assert deadlines[0] == math.inf
+    assert deadlines[1] == pytest.approx(started + 0.05, abs=0.01)
 
 
 # --- events --------------------------------------------------------------------------------------------
