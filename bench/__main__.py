@@ -4,10 +4,11 @@ In one run it measures, interleaved and repeated (``--repeats``, 3 by default), 
 to the backend (no relay), the floor (bench/floor.py: the smallest Trio relay doing infrarust's
 per-connection work, the measured limit of its design), infrarust ``zero_copy``, infrarust
 ``passthrough`` and HAProxy (tcp mode, splice forced both ways, same pipe size), and for the
-connection rate also infrarust ``zero_copy`` with ``workers = 2`` and ``hooked`` (bench/embedded.py:
-``zero_copy`` embedded through ``infrarust.serve`` with a no-op ``on_pre_connect`` hook and one events
-subscriber). Every connection the load generator makes starts with a real Minecraft
-handshake and login start; the backend consumes them, then sinks, sources or echoes.
+connection rate also infrarust ``zero_copy`` with ``workers = 2`` and bench/embedded.py (``zero_copy``
+embedded through ``infrarust.serve``), measured in one process as ``embedded`` and, with a no-op
+``on_pre_connect`` hook and one events subscriber registered, as ``hooked``. Every connection the load
+generator makes starts with a real Minecraft handshake and login start; the backend consumes them, then
+sinks, sources or echoes.
 
 Phases (``--phases``, all by default), in this order inside each round:
 
@@ -61,6 +62,7 @@ from bench._procs import (
     Backend,
     Contender,
     Direct,
+    Embedded,
     Floor,
     HAProxy,
     Hold,
@@ -171,6 +173,8 @@ def connrate_step(run: Run, c: Contender, ms: int, status: bool = False) -> dict
     args = ["connrate", f"port={c.port}", f"domain={DOMAIN}", f"conc={s.conn_conc}", "payload=32"]
     args += ["status=1"] if status else []
     args += [f"ms={ms}", "count=1000000", "grace_ms=3000"]
+    if isinstance(c, Embedded):
+        c.select()
     res, relay_cpu, back_cpu = measure(run, c, lambda: run_loadgen(args, timeout=ms / 1e3 + 30))
     metrics: dict[str, Any] = {
         "cps": res["rate_cps"],
@@ -378,7 +382,7 @@ def run_rounds(run: Run) -> None:
                 if "connrate" in s.phases:
                     for status in (False, True):
                         case = f"{'status' if status else 'connrate'} c{s.conn_conc}"
-                        for c in order:
+                        for c in (view for process in order for view in states(process, rnd)):
                             if status and c.name == "zero_copy_w2":
                                 continue
                             m = attempt(
@@ -391,6 +395,15 @@ def run_rounds(run: Run) -> None:
                                     f"  {case} {c.name}: {m['cps']:.0f} conn/s, "
                                     f"{fmt_opt(m.get('cpu_us_per_conn'))} us/conn"
                                 )
+
+
+def states(c: Contender, rnd: int) -> list[Contender]:
+    """The contenders one process stands for: bench/embedded.py is measured without its hook and
+    subscriber (``embedded``) and with them (``hooked``), in an order that alternates by round."""
+    if not isinstance(c, Infrarust) or c.name != "hooked":
+        return [c]
+    views: list[Contender] = [Embedded(c, False), Embedded(c, True)]
+    return views if rnd % 2 == 0 else views[::-1]
 
 
 # What a failed step raises: the load generator failed or timed out, or printed something unexpected.
@@ -424,7 +437,8 @@ def report(run: Run, started: float) -> dict[str, Any]:
         + ["rtt 64B", f"connrate c{s.conn_conc}", f"status c{s.conn_conc}", "idle sessions"]
         + [f"scale {n}" for n in sorted(s.levels)]
     )
-    contenders = [c for c in s.contenders if c not in run.not_built] + list(run.not_built)
+    measured = [n for c in s.contenders for n in (("embedded", "hooked") if c == "hooked" else (c,))]
+    contenders = [c for c in measured if c not in run.not_built] + list(run.not_built)
     text, tables = _report.table(values, case_order, contenders, run.not_built)
     judged = [
         t.judge(values, run.not_built)

@@ -280,6 +280,29 @@ def _port_free(port: int) -> bool:
     return True
 
 
+# What bench/embedded.py prints once its hook and subscriber are registered again / taken away.
+WATCHED_ON = "hook and subscriber on"
+WATCHED_OFF = "hook and subscriber off"
+
+
+class Embedded(Contender):
+    """One state of a bench/embedded.py process, as a contender of its own: ``hooked`` (its no-op hook
+    and subscriber registered) or ``embedded`` (taken away). :meth:`select` puts the process in it."""
+
+    def __init__(self, process: Infrarust, hooked: bool) -> None:
+        self.process = process
+        self.hooked = hooked
+        self.name = "hooked" if hooked else "embedded"
+        self.port = process.port
+        self.pid = process.pid
+
+    def select(self) -> None:
+        self.process.watch(self.hooked)
+
+    def alive(self) -> bool:
+        return self.process.alive()
+
+
 class Infrarust(Contender):
     """``python -m infrarust run`` with one server routing bench.local to the backend, and the admission
     features configured as in ``conf/`` (see ``ADMISSION_RATE_LIMIT`` and :func:`admission_tables`)."""
@@ -335,6 +358,22 @@ class Infrarust(Contender):
         )
         self.pid = self.proc.pid
         self.port = 0
+        self.watched = embedded  # bench/embedded.py starts with its hook and subscriber registered
+
+    def watch(self, on: bool, timeout: float = 10.0) -> None:
+        """bench/embedded.py only: register (``on``) or take away its hook and subscriber, and return once
+        the program says it did (SIGUSR1 toggles them)."""
+        if on == self.watched:
+            return
+        line = WATCHED_ON if on else WATCHED_OFF
+        seen = self.log_path.read_text(errors="replace").count(line)
+        os.kill(self.proc.pid, signal.SIGUSR1)
+        deadline = time.monotonic() + timeout
+        while self.log_path.read_text(errors="replace").count(line) == seen:
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name}: no {line!r} within {timeout:g} s")
+            time.sleep(0.02)
+        self.watched = on
 
     def wait_ready(self, timeout: float = 20.0) -> None:
         """Read the log until the ``listening on HOST:PORT`` line; NotBuiltError if it never comes."""
