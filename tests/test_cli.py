@@ -20,6 +20,7 @@ from helpers import Backend, free_port, handshake, login_start, read_exactly, re
 
 import infrarust
 from infrarust.__main__ import build_parser
+from infrarust._runcmd import GC_THRESHOLD
 
 ROOT = Path(__file__).resolve().parent.parent
 FREE = ("--bind", "127.0.0.1:0")
@@ -169,6 +170,16 @@ async def test_a_configuration_file_gives_no_such_warning(tmp_path: Path) -> Non
         await cli.listening_port()
         assert await cli.stop() == 0
     assert "no configuration file" not in cli.text
+
+
+async def test_a_serving_process_raises_the_collectors_first_threshold(tmp_path: Path) -> None:
+    path = write_config(tmp_path, 1)
+    async with cli_process("run", "-c", str(path), *FREE, "--log-level", "debug") as cli:
+        await cli.listening_port()
+        assert await cli.stop() == 0
+    line = next(line for line in cli.text.splitlines() if "garbage collector tuned" in line)
+    assert line.endswith(f"threshold={GC_THRESHOLD}")
+    assert GC_THRESHOLD > 2_000  # above Python's own default in every supported version
 
 
 @pytest.fixture
