@@ -6,9 +6,9 @@ per-connection work, the measured limit of its design), infrarust ``zero_copy``,
 ``passthrough`` and HAProxy (tcp mode, splice forced both ways, same pipe size), and for the
 connection rate also infrarust ``zero_copy`` with ``workers = 2`` and bench/embedded.py (``zero_copy``
 embedded through ``infrarust.serve``), measured in one process as ``embedded`` and, with a no-op
-``on_pre_connect`` hook and one events subscriber registered, as ``hooked``. Every connection the load
-generator makes starts with a real Minecraft handshake and login start; the backend consumes them, then
-sinks, sources or echoes.
+``on_pre_connect`` hook and one events subscriber registered, as ``hooked`` (alternating windows).
+Every connection the load generator makes starts with a real Minecraft handshake and login start; the
+backend consumes them, then sinks, sources or echoes.
 
 Phases (``--phases``, all by default), in this order inside each round:
 
@@ -45,6 +45,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -382,8 +383,18 @@ def run_rounds(run: Run) -> None:
                 if "connrate" in s.phases:
                     for status in (False, True):
                         case = f"{'status' if status else 'connrate'} c{s.conn_conc}"
-                        for c in (view for process in order for view in states(process, rnd)):
+                        for c in order:
                             if status and c.name == "zero_copy_w2":
+                                continue
+                            if isinstance(c, Infrarust) and c.name == "hooked":
+                                work = partial(paired_connrate_step, run, c, s.conn_ms, status, rnd)
+                                pair = attempt(run, (rnd, "connrate", case, c), work, record=False)
+                                for name, m in (pair or {}).items():
+                                    run.record(rnd, "connrate", case, name, m)
+                                    log(
+                                        f"  {case} {name}: {m['cps']:.0f} conn/s, "
+                                        f"{fmt_opt(m.get('cpu_us_per_conn'))} us/conn"
+                                    )
                                 continue
                             m = attempt(
                                 run,
@@ -397,13 +408,38 @@ def run_rounds(run: Run) -> None:
                                 )
 
 
-def states(c: Contender, rnd: int) -> list[Contender]:
-    """The contenders one process stands for: bench/embedded.py is measured without its hook and
-    subscriber (``embedded``) and with them (``hooked``), in an order that alternates by round."""
-    if not isinstance(c, Infrarust) or c.name != "hooked":
-        return [c]
-    views: list[Contender] = [Embedded(c, False), Embedded(c, True)]
-    return views if rnd % 2 == 0 else views[::-1]
+# Windows per state of bench/embedded.py's paired measurement, each half a connection-rate step.
+PAIRED_WINDOWS = 4
+
+
+def paired_connrate_step(
+    run: Run, process: Infrarust, ms: int, status: bool, rnd: int
+) -> dict[str, dict[str, Any]]:
+    """bench/embedded.py's connection rate without its hook and subscriber (``embedded``) and with them
+    (``hooked``), in :data:`PAIRED_WINDOWS` short windows each, alternating (off on on off ...; the
+    other way round every other round): what drifts on a shared machine over a few seconds then weighs
+    on both states alike, and their difference is what the hook and the subscriber cost."""
+    views = [Embedded(process, False), Embedded(process, True)]
+    if rnd % 2:
+        views.reverse()
+    windows: dict[str, list[dict[str, Any]]] = {view.name: [] for view in views}
+    for i in range(PAIRED_WINDOWS):
+        for view in views if i % 2 == 0 else views[::-1]:
+            windows[view.name].append(connrate_step(run, view, ms // 2, status))
+    return {name: merged(measured) for name, measured in windows.items()}
+
+
+def merged(windows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One connection-rate measurement from several windows of it: counts and CPU add up, rates and
+    per-connection figures are recomputed from the sums, the rest is the median of the windows."""
+    out = {key: statistics.median(w[key] for w in windows) for key in windows[0]}
+    for key in ("done", "errors", "relay_cpu_s"):
+        if key in out:
+            out[key] = sum(w[key] for w in windows)
+    out["cps"] = out["done"] / sum(w["done"] / w["cps"] for w in windows if w["cps"])
+    if "relay_cpu_s" in out and out["done"]:
+        out["cpu_us_per_conn"] = out["relay_cpu_s"] * 1e6 / out["done"]
+    return out
 
 
 # What a failed step raises: the load generator failed or timed out, or printed something unexpected.
@@ -411,10 +447,15 @@ STEP_ERRORS = (RuntimeError, subprocess.TimeoutExpired, ValueError, KeyError, OS
 
 
 def attempt(
-    run: Run, where: tuple[int, str, str, Contender], work: Callable[[], dict[str, Any]]
+    run: Run,
+    where: tuple[int, str, str, Contender],
+    work: Callable[[], dict[str, Any]],
+    *,
+    record: bool = True,
 ) -> dict[str, Any] | None:
-    """Run one step and record its metrics; a failure (a relay that crashed, a load generator that
-    timed out) is recorded and the run goes on without it, so one broken contender costs one line."""
+    """Run one step and record its metrics (``record=False``: the caller records what it returns); a
+    failure (a relay that crashed, a load generator that timed out) is recorded and the run goes on
+    without it, so one broken contender costs one line."""
     rnd, phase, case, c = where
     if not c.alive():
         return None
@@ -425,7 +466,8 @@ def attempt(
         run.failures.append(msg)
         log(f"  failed: {msg}")
         return None
-    run.record(rnd, phase, case, c.name, metrics)
+    if record:
+        run.record(rnd, phase, case, c.name, metrics)
     return metrics
 
 
