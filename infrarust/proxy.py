@@ -23,7 +23,7 @@ import sys
 import uuid as uuid_module
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import attrs
 import trio
@@ -564,7 +564,14 @@ class Proxy:
             self._connections += 1
             try:
                 outcome = await self._pipeline(stream, connection, generation)
-                if outcome is not None:
+                if isinstance(outcome, _Connected):
+                    # Relayed from here, not from the pipeline: its frame and the preamble reader it held
+                    # are gone for the session's life (idle sessions are what an operator holds thousands of).
+                    try:
+                        await self._relay(stream, connection, generation.config, outcome)
+                    finally:
+                        close(outcome.backend)
+                elif outcome is not None:
                     await self._finish(stream, connection, generation, outcome)
             finally:
                 self.scaling.end(connection)  # fleetwire: its fleet reservation and balancer session
@@ -576,9 +583,9 @@ class Proxy:
 
     async def _pipeline(
         self, stream: trio.SocketStream, connection: Connection, generation: _Generation
-    ) -> Outcome | None:
-        """accept -> preamble -> admission -> connect -> relay; returns how it stopped (None once a session
-        relayed: the relay finishes its own session, even when cancelled)."""
+    ) -> Outcome | _Connected | None:
+        """preamble -> admission -> connect: the backend to relay to, or how the connection stopped (None once
+        an intercepted session ended: it finishes its own session, even when cancelled)."""
         config = generation.config
         clock = self._clock
         try:
@@ -638,13 +645,7 @@ class Proxy:
             return Failed("bad_packet", str(exc))
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             return Failed("connection_lost", str(exc) or type(exc).__name__)
-        backend, address = connected
-        try:
-            first = proxy_header + _first_bytes(connection, server, address)
-            await self._relay(stream, backend, first, connection, config, address, connected_at)
-        finally:
-            close(backend)
-        return None
+        return _Connected(*connected, proxy_header, connected_at)
 
     def _new_preamble(self, connection: Connection, generation: _Generation) -> Preamble:
         """The sans-IO reader of this connection's first bytes (a PROXY header first, when one is due)."""
@@ -657,13 +658,11 @@ class Proxy:
     async def _relay(
         self,
         client_stream: trio.SocketStream,
-        backend: trio.SocketStream,
-        first: bytes,
         connection: Connection,
         config: ProxyConfig,
-        address: Address,
-        started_at: float,
+        connected: _Connected,
     ) -> None:
+        backend, address, proxy_header, started_at = connected
         if not LISTENER_OPTIONS_INHERITED:
             tune_socket(client_stream, config.keepalive)
         server = connection.server
@@ -680,6 +679,7 @@ class Proxy:
         traffic = player.traffic
         result: ForwardResult | None = None
         try:
+            first = proxy_header + _first_bytes(connection, server, address)  # mostly connection.received
             await _send_first(backend, first)
             traffic.client_to_backend += len(first)
             forwarder = self._forwarders.get(server.proxy_mode, config.zero_copy.pipe_size)
@@ -951,6 +951,16 @@ async def _send_first(backend: trio.SocketStream, data: bytes) -> None:
             view = view[sent:]
     except OSError as exc:
         raise trio.BrokenResourceError(str(exc)) from exc
+
+
+class _Connected(NamedTuple):
+    """The pipeline's end for a forwarding mode: the backend's stream, the address it was reached at, the
+    PROXY header it gets first (or ``b""``) and when it was connected; the handler relays."""
+
+    backend: trio.SocketStream
+    address: Address
+    proxy_header: bytes
+    connected_at: float
 
 
 class _Wait:
