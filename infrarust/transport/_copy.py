@@ -29,6 +29,27 @@ CHECKPOINT_BYTES = 4 * 1024 * 1024
 _local = threading.local()
 
 
+def read_now(fd: int, chunks: list[bytearray]) -> int:
+    """One readv(2) into ``chunks``: the bytes read (0 at EOF), or -1 when the source has nothing now.
+
+    EAGAIN is answered here, not raised into the direction's coroutine: an exception caught in a coroutine
+    gives its frame an object of its own, kept as long as the session lives (~350 B per direction of an
+    idle session, measured). Other errors are raised.
+    """
+    try:
+        return os.readv(fd, chunks)
+    except BlockingIOError:
+        return -1
+
+
+def write_now(fd: int, data: bytes | memoryview) -> int:
+    """One write(2): the bytes written, 0 when the destination takes nothing now (see :func:`read_now`)."""
+    try:
+        return os.write(fd, data)
+    except BlockingIOError:
+        return 0
+
+
 def read_buffer(size: int) -> list[bytearray]:
     """This thread's shared read buffer of at least ``size`` bytes, as the one-element list ``os.readv``
     takes (see the module docstring); shared, so an idle direction holds no object of its own for it."""
@@ -53,7 +74,6 @@ async def copy_direction(
     dst = direction.dst.socket
     traffic = session.traffic
     to_backend = direction.client_to_backend
-    read, write = os.readv, os.write
     unyielded = 0
     try:
         src_fd, dst_fd = src.fileno(), dst.fileno()
@@ -61,9 +81,7 @@ async def copy_direction(
         while True:
             if not data:
                 try:
-                    got = read(src_fd, chunks)
-                except BlockingIOError:
-                    got = -1  # waited for below, outside the except block (no traceback kept alive)
+                    got = read_now(src_fd, chunks)
                 except OSError as exc:
                     session.fail(f"reading from {direction.src_name}: {exc}")
                     return
@@ -75,9 +93,7 @@ async def copy_direction(
                 data = memoryview(chunks[0])[:got]  # dropped below, before any wait
                 unyielded += got
             try:
-                sent = write(dst_fd, data)
-            except BlockingIOError:
-                sent = 0
+                sent = write_now(dst_fd, data)
             except OSError as exc:
                 session.fail(f"writing to {direction.dst_name}: {exc}")
                 return
@@ -110,9 +126,7 @@ async def _send_rest(session: Session, direction: Direction, dst_fd: int, rest: 
             await trio.lowlevel.wait_writable(dst)
             direction.writing = False
             try:
-                more = os.write(dst_fd, view[sent:])
-            except BlockingIOError:
-                continue
+                more = write_now(dst_fd, view[sent:])
             except OSError as exc:
                 session.fail(f"writing to {direction.dst_name}: {exc}")
                 return False

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
 
 import trio
 
@@ -34,6 +35,15 @@ CHECKPOINT_BYTES = 4 * 1024 * 1024
 
 # A first splice failing with these means "this kind of fd cannot be spliced": copy instead.
 _UNSUPPORTED = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP})
+
+
+def _splice_now(splice: Callable[..., int], src: int, dst: int, count: int) -> int:
+    """One non-blocking splice(2): the bytes moved (0 at EOF), or -1 when it would block. EAGAIN is
+    answered here, not raised into the direction's coroutine (see :func:`~._copy.read_now`)."""
+    try:
+        return splice(src, dst, count, None, None, _SPLICE_FLAGS)
+    except BlockingIOError:
+        return -1
 
 
 class SpliceForwarder(SessionForwarder):
@@ -68,7 +78,6 @@ class SpliceForwarder(SessionForwarder):
             session.fall_back_to_copy("os.splice is not available on this platform")
             await copy_direction(session, direction, read_buffer(DEFAULT_BUFFER_SIZE))
             return
-        flags = _SPLICE_FLAGS
         pool = self.pool
         traffic = session.traffic
         to_backend = direction.client_to_backend
@@ -95,11 +104,7 @@ class SpliceForwarder(SessionForwarder):
                         leftover = b""
                         break
                 try:
-                    moved = splice(src_fd, pipe.write_fd, pipe.size, None, None, flags)
-                except BlockingIOError:
-                    # Waiting in here, inside the except block, would keep the exception and its traceback
-                    # alive for as long as the session idles (~1.4 KB each): wait after it instead.
-                    moved = -1
+                    moved = _splice_now(splice, src_fd, pipe.write_fd, pipe.size)
                 except OSError as exc:
                     if not read_ok and exc.errno in _UNSUPPORTED:
                         session.fall_back_to_copy(f"splice from {direction.src_name} refused: {exc}")
@@ -120,9 +125,7 @@ class SpliceForwarder(SessionForwarder):
                 in_pipe = moved
                 while in_pipe:
                     try:
-                        sent = splice(pipe.read_fd, dst_fd, in_pipe, None, None, flags)
-                    except BlockingIOError:
-                        sent = -1  # wait below, outside the except block (see above)
+                        sent = _splice_now(splice, pipe.read_fd, dst_fd, in_pipe)
                     except OSError as exc:
                         if not write_ok and exc.errno in _UNSUPPORTED:
                             session.fall_back_to_copy(f"splice to {direction.dst_name} refused: {exc}")
