@@ -1,12 +1,13 @@
 """infrarust embedded in a program that registers a no-op ``on_pre_connect`` hook and one events subscriber.
 
 ``python -m bench.embedded CONFIG`` loads the file like ``infrarust run -c CONFIG`` does (logging at info to
-stderr, as the bench runs the command), serves it with :func:`infrarust.serve`, registers the hook and a
-subscriber that reads every event, and prints ``listening on 127.0.0.1:PORT`` once listening. SIGUSR1
-takes both away, the next one registers them again, and so on; each change is acknowledged with a
-``hook and subscriber on`` / ``off`` line once it took effect. The bench measures the CPU per connection
-of one process both ways: the difference is what one hook and one subscriber cost per connection, without
-what separates two processes (where each landed in memory, on which CPU). SIGTERM ends it.
+stderr, as the bench runs the command; the collector tuned the same way), serves it with
+:func:`infrarust.serve`, registers the hook and a subscriber that reads every event, and prints
+``listening on 127.0.0.1:PORT`` once listening. SIGUSR1 takes both away, the next one registers them
+again, and so on; each change is acknowledged with a ``hook and subscriber on`` / ``off`` line once it took
+effect. The bench measures the CPU per connection of one process both ways: the difference is what one
+hook and one subscriber cost per connection, without what separates two processes (where each landed in
+memory, on which CPU). SIGTERM ends it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import sys
 import trio
 
 from bench._procs import WATCHED_OFF, WATCHED_ON
-from infrarust import Proxy, logs, serve
+from infrarust import Proxy, logs, serve, tune_collector
 from infrarust.config import load_config
 from infrarust.hooks import Decision, PreConnect
 
@@ -58,6 +59,7 @@ class _Watcher:
 
 async def main(path: str) -> None:
     config = load_config(path)
+    tune_collector()  # as infrarust run does, and as the README asks of an embedding program
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGUSR1) as signals:
         async with trio.open_nursery() as nursery:
             proxy = await nursery.start(serve, config)

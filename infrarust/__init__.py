@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from infrarust.bans import BanEntry as BanEntry
     from infrarust.bans import BanFileError as BanFileError
     from infrarust.bans import BanList as BanList
+    from infrarust.collector import tune_collector as tune_collector
     from infrarust.config import Address as Address
     from infrarust.config import ConfigError as ConfigError
     from infrarust.config import ProxyConfig as ProxyConfig
@@ -50,6 +51,7 @@ _EXPORTS = {
     "BanEntry": "infrarust.bans",
     "BanFileError": "infrarust.bans",
     "BanList": "infrarust.bans",
+    "tune_collector": "infrarust.collector",
     "Address": "infrarust.config",
     "ConfigError": "infrarust.config",
     "ProxyConfig": "infrarust.config",

@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import argparse
 import functools
-import gc
 import logging
 import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final
 
 import attrs
 import trio
@@ -21,6 +19,7 @@ import trio
 from infrarust import logs
 from infrarust._readiness import Readiness, ReadyFileError
 from infrarust.bans import check_ban_file
+from infrarust.collector import tune_collector
 from infrarust.config import (
     DEFAULT_CONFIG_FILE,
     Address,
@@ -42,13 +41,6 @@ NO_CONFIG_WARNING = (
     " will be told the address is unknown; pass -c CONFIG"
 )
 DEFAULTS = "built-in defaults"
-
-# The collector's first threshold in a serving process: how many more container objects than were freed
-# may be allocated before a young collection. Python's 700 (2,000 from 3.13) is crossed every ~18
-# connections by what 50 connections in flight hold, and the collections then promoted that to the old
-# generation, whose full collections walk the whole heap (configuration, ban index): ~15 us per connection
-# at the bench's load. At 5,000 the young generation is collected only when live objects really grow.
-GC_THRESHOLD: Final = 5_000
 
 
 def load(path: str | None) -> ProxyConfig | None:
@@ -163,15 +155,6 @@ def run(options: argparse.Namespace) -> int:
         )
     finally:
         readiness.close()
-
-
-def tune_collector() -> None:
-    """Raise the garbage collector's first threshold to :data:`GC_THRESHOLD` (never lower it) for a
-    process that serves: ``infrarust run`` and its workers; an embedding program owns its collector."""
-    young, middle, old = gc.get_threshold()
-    if young < GC_THRESHOLD:
-        gc.set_threshold(GC_THRESHOLD, middle, old)
-    log.debug("garbage collector tuned", threshold=gc.get_threshold()[0])
 
 
 def _exit_code(run: Callable[[], None], config: ProxyConfig, overridden: dict[str, str]) -> int:

@@ -20,7 +20,7 @@ from helpers import Backend, free_port, handshake, login_start, read_exactly, re
 
 import infrarust
 from infrarust.__main__ import build_parser
-from infrarust._runcmd import GC_THRESHOLD
+from infrarust.collector import GC_THRESHOLD
 
 ROOT = Path(__file__).resolve().parent.parent
 FREE = ("--bind", "127.0.0.1:0")
