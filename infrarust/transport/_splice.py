@@ -125,7 +125,11 @@ class SpliceForwarder(SessionForwarder):
                 in_pipe = moved
                 while in_pipe:
                     try:
-                        sent = _splice_now(splice, pipe.read_fd, dst_fd, in_pipe)
+                        # Inline, unlike the read: the destination is rarely full, and a busy session pays
+                        # for every call here (the read's helper is there for the idle ones).
+                        sent = splice(pipe.read_fd, dst_fd, in_pipe, None, None, _SPLICE_FLAGS)
+                    except BlockingIOError:
+                        sent = -1  # waited for below, outside the except block
                     except OSError as exc:
                         if not write_ok and exc.errno in _UNSUPPORTED:
                             session.fall_back_to_copy(f"splice to {direction.dst_name} refused: {exc}")
