@@ -420,8 +420,10 @@ def run_rounds(run: Run) -> None:
                                 )
 
 
-# Windows per state of bench/embedded.py's paired measurement, each half a connection-rate step.
-PAIRED_WINDOWS = 4
+# Windows per state of bench/embedded.py's paired measurement, each half a connection-rate step. One-second
+# windows of one process spread by ±20 us and now and then by 80 (a neighbour's burst): eight, and their
+# median, keep one such window from moving a figure that is ~5-10 us.
+PAIRED_WINDOWS = 8
 
 
 def paired_connrate_step(
@@ -430,7 +432,8 @@ def paired_connrate_step(
     """bench/embedded.py's connection rate without its hook and subscriber (``embedded``) and with them
     (``hooked``), in :data:`PAIRED_WINDOWS` short windows each, alternating (off on on off ...; the
     other way round every other round): what drifts on a shared machine over a few seconds then weighs
-    on both states alike, and their difference is what the hook and the subscriber cost."""
+    on both states alike, and their difference is what the hook and the subscriber cost (see
+    :func:`merged`)."""
     views = [Embedded(process, False), Embedded(process, True)]
     if rnd % 2:
         views.reverse()
@@ -442,15 +445,16 @@ def paired_connrate_step(
 
 
 def merged(windows: list[dict[str, Any]]) -> dict[str, Any]:
-    """One connection-rate measurement from several windows of it: counts and CPU add up, rates and
-    per-connection figures are recomputed from the sums, the rest is the median of the windows."""
-    out = {key: statistics.median(w[key] for w in windows) for key in windows[0]}
+    """One connection-rate measurement from several windows of it: counts and CPU add up, every rate and
+    per-connection figure is the median of the windows (a disturbed window then weighs nothing)."""
+    out = {
+        key: statistics.median(w[key] for w in windows)
+        for key in windows[0]
+        if all(key in w for w in windows)
+    }
     for key in ("done", "errors", "relay_cpu_s"):
         if key in out:
             out[key] = sum(w[key] for w in windows)
-    out["cps"] = out["done"] / sum(w["done"] / w["cps"] for w in windows if w["cps"])
-    if "relay_cpu_s" in out and out["done"]:
-        out["cpu_us_per_conn"] = out["relay_cpu_s"] * 1e6 / out["done"]
     return out
 
 
