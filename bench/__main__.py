@@ -30,7 +30,7 @@ CPU: left to the scheduler, three processes on two CPUs land differently from tr
 single stream's throughput and CPU/GB then jump by 2x with the placement (direct: both ends on CPU
 0). Connection-rate trials pin the same way, except for workers = 2, which needs both CPUs: pinned,
 zero_copy's CPU per connection over the floor's ranged 1.17-1.21x over five rounds, against
-1.14-1.38x unpinned. A relay faster than the ends (HAProxy) is then held back by CPU 0, so its
+1.14-1.38x unpinned. A relay faster than the ends (HAProxy) may then be held back by CPU 0, so its
 connections per second are a floor while its CPU per connection stands. ``--no-pin`` turns pinning
 off. Bulk sinks use SO_RCVLOWAT (see bench/backend.c). On loopback the kernel work of delivering a
 segment is charged to the process that sends it, so a single stream's sender is often near one
