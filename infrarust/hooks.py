@@ -5,6 +5,8 @@ player's commands reach the backend.
 Hooks run in registration order for every login and server-list connection, after the preamble and the
 router and before the backend is connected, until one returns a decision. A hook that raises or runs past
 ``hook_timeout`` is logged and counts as ``None``: a buggy hook never takes the proxy down or holds a player.
+A hook that cannot wait (:func:`can_wait`: an ``async def`` with nothing to await) runs without that
+deadline's cancel scope, which could never cut it.
 
 ``proxy.on_command(fn)`` registers ``fn(player, command) -> None | CancelCommand`` (a plain or an async
 function) for the commands players of intercepted sessions send to the backend. They run the same way,

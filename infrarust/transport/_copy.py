@@ -35,7 +35,7 @@ def read_now(fd: int, chunks: list[bytearray]) -> int:
     EAGAIN is answered here, not raised into the direction's coroutine: an exception caught in a coroutine
     gives its frame an object of its own, kept as long as the session lives (~350 B per direction of an
     idle session, measured), and an idle direction waits after exactly such a read. Other errors are
-    raised. Writes stay inline: the helper's call costs a busy session ~1% of its CPU per GB.
+    raised. Writes stay inline: the helper's call cost a busy session 1-2% of its CPU per GB.
     """
     try:
         return os.readv(fd, chunks)
