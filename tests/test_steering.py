@@ -7,6 +7,8 @@ import math
 import socket
 from collections.abc import AsyncIterator
 from functools import partial
+from types import SimpleNamespace
+from typing import cast
 
 import attrs
 import pytest
@@ -25,7 +27,7 @@ from helpers import (
 
 import infrarust
 from infrarust.config import Address, RateLimit, ServerConfig
-from infrarust.hooks import Hooks, can_wait
+from infrarust.hooks import CommandHooks, Hooks, can_wait
 from infrarust.protocol import Handshake, NextState, PacketReader, read_string
 
 Events = list[infrarust.Event]
@@ -282,6 +284,21 @@ async def test_a_hook_that_cannot_wait_runs_without_a_deadline_one_that_can_gets
     assert await hooks.decide(connection, 0.05) is None  # the waiting hook timed out: counts as None
     assert deadlines[0] == math.inf
     assert deadlines[1] == pytest.approx(started + 0.05, abs=0.01)
+
+
+async def test_a_command_hook_that_cannot_wait_runs_without_a_deadline() -> None:
+    deadlines: list[float] = []
+
+    async def no_op_for_guests(player: infrarust.Player, command: str) -> infrarust.CancelCommand | None:
+        deadlines.append(trio.current_effective_deadline())
+        return infrarust.CancelCommand("no") if command.startswith("op ") else None
+
+    hooks = CommandHooks()
+    hooks.add(no_op_for_guests)
+    player = cast(infrarust.Player, SimpleNamespace(name="Steve"))
+    assert await hooks.decide(player, "op Steve", 1.0) == infrarust.CancelCommand("no")
+    assert await hooks.decide(player, "help", 1.0) is None
+    assert deadlines == [math.inf, math.inf]
 
 
 # --- events --------------------------------------------------------------------------------------------
