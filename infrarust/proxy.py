@@ -95,6 +95,7 @@ from infrarust.transport import (
     Traffic,
     tune_socket,
     unacknowledged,
+    write_all,
 )
 
 log = logs.get_logger(__name__)
@@ -934,21 +935,9 @@ def _outbound_proxy_header(server: ServerConfig, connection: Connection, stream:
 async def _send_first(backend: trio.SocketStream, data: bytes) -> None:
     """``backend.send_all(data)`` on the raw socket, without the stream layer's conflict detector and
     error-translating context manager (nothing else writes to a backend before its relay starts)."""
-    sock = backend.socket
     try:
         # A fresh socket's send buffer takes a handshake and a login start whole: one write(2), no trio.
-        sent = os.write(sock.fileno(), data)
-    except BlockingIOError:
-        sent = 0
-    except OSError as exc:
-        raise trio.BrokenResourceError(str(exc)) from exc
-    if sent == len(data):
-        return
-    view = memoryview(data)[sent:]
-    try:
-        while view:
-            sent = await sock.send(view)
-            view = view[sent:]
+        await write_all(backend.socket, data)
     except OSError as exc:
         raise trio.BrokenResourceError(str(exc)) from exc
 

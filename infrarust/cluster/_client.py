@@ -20,6 +20,7 @@ import trio
 
 from infrarust.backend import open_connection
 from infrarust.config import Address, RedisUrl
+from infrarust.transport import write_all
 
 READ_SIZE = 65536
 # A reply bigger than this is not one infrarust asked for (the largest is the ban hash).
@@ -65,20 +66,10 @@ class _Connection:
 
     async def write(self, data: bytes) -> None:
         """All of ``data`` to Redis (OSError or a trio error when the connection broke)."""
-        raw = self.raw
-        if raw is None:
+        if self.raw is None:
             await self.stream.send_all(data)
-            return
-        view = memoryview(data)
-        while view:
-            try:
-                sent = os.write(raw.fileno(), view)
-            except BlockingIOError:
-                sent = -1  # waited for below, outside the except block
-            if sent < 0:
-                await trio.lowlevel.wait_writable(raw)
-                continue
-            view = view[sent:]
+        else:
+            await write_all(self.raw, data)
 
     async def reply(self) -> Any:
         raw = self.raw

@@ -2,6 +2,7 @@
 
 from ._copy import CopyForwarder as CopyForwarder
 from ._pipes import PipePool as PipePool
+from ._raw import write_all as write_all
 from ._result import ForwardEndReason as ForwardEndReason
 from ._result import ForwardResult as ForwardResult
 from ._result import Traffic as Traffic

@@ -19,6 +19,7 @@ from collections.abc import Awaitable
 
 import trio
 
+from ._raw import read_now
 from ._session import RELAY_ERRORS, Direction, Session, SessionForwarder
 
 DEFAULT_BUFFER_SIZE = 256 * 1024
@@ -27,20 +28,6 @@ CHECKPOINT_BYTES = 4 * 1024 * 1024
 
 
 _local = threading.local()
-
-
-def read_now(fd: int, chunks: list[bytearray]) -> int:
-    """One readv(2) into ``chunks``: the bytes read (0 at EOF), or -1 when the source has nothing now.
-
-    EAGAIN is answered here, not raised into the direction's coroutine: an exception caught in a coroutine
-    gives its frame an object of its own, kept as long as the session lives (~350 B per direction of an
-    idle session, measured), and an idle direction waits after exactly such a read. Other errors are
-    raised. Writes stay inline: the helper's call cost a busy session 1-2% of its CPU per GB.
-    """
-    try:
-        return os.readv(fd, chunks)
-    except BlockingIOError:
-        return -1
 
 
 def read_buffer(size: int) -> list[bytearray]:

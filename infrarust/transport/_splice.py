@@ -39,7 +39,7 @@ _UNSUPPORTED = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EN
 
 def _splice_now(splice: Callable[..., int], src: int, dst: int, count: int) -> int:
     """One non-blocking splice(2): the bytes moved (0 at EOF), or -1 when it would block. EAGAIN is
-    answered here, not raised into the direction's coroutine (see :func:`~._copy.read_now`)."""
+    answered here, not raised into the direction's coroutine (see :mod:`._raw`)."""
     try:
         return splice(src, dst, count, None, None, _SPLICE_FLAGS)
     except BlockingIOError:
