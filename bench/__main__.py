@@ -139,6 +139,19 @@ def measure(
     return result, relay1 - relay0, back1 - back0
 
 
+def measure_load(
+    run: Run, c: Contender, args: list[str], timeout: float, *, pin: bool
+) -> tuple[dict[str, Any], float, float]:
+    """:func:`measure` one load generator command; ``pin``: the two ends share CPU 0 and the relay has the
+    last CPU to itself (see the module doc)."""
+    ncpu = os.cpu_count() or 1
+    if not pin or ncpu < 2:
+        return measure(run, c, lambda: run_loadgen(args, timeout))
+    relay = _proc.process_tree(c.pid) if c.pid else []
+    with pinned([run.backend.pid], 0), pinned(relay, ncpu - 1):
+        return measure(run, c, lambda: run_loadgen(args, timeout, cpu=0))
+
+
 def shares(result: dict[str, Any], backend_cpu: float) -> dict[str, float]:
     """CPU share (1.0 = one core busy) of the load generator and the backend during a step."""
     wall = max(float(result["wall_s"]), 1e-9)
@@ -150,14 +163,7 @@ def bulk_step(run: Run, c: Contender, streams: int, direction: str, ms: int) -> 
     args = ["bulk", f"port={c.port}", f"domain={DOMAIN}", f"streams={streams}", f"dir={direction}"]
     args += [f"warmup_ms={s.warmup_ms}", f"ms={ms}", "timeout_ms=10000", f"lowat={s.lowat}"]
     timeout = (ms + s.warmup_ms) / 1e3 + 30
-    ncpu = os.cpu_count() or 1
-    if s.pin and ncpu > 1:
-        # The two ends share CPU 0, the relay has the last CPU to itself (see the module doc).
-        relay = _proc.process_tree(c.pid) if c.pid else []
-        with pinned([run.backend.pid], 0), pinned(relay, ncpu - 1):
-            res, relay_cpu, back_cpu = measure(run, c, lambda: run_loadgen(args, timeout, cpu=0))
-    else:
-        res, relay_cpu, back_cpu = measure(run, c, lambda: run_loadgen(args, timeout))
+    res, relay_cpu, back_cpu = measure_load(run, c, args, timeout, pin=s.pin)
     metrics: dict[str, Any] = {
         "mbps": res["rate_Bps"] / 1e6,
         "bytes_total": res["bytes_total"],
@@ -179,16 +185,9 @@ def connrate_step(run: Run, c: Contender, ms: int, status: bool = False) -> dict
     args += [f"ms={ms}", "count=1000000", "grace_ms=3000"]
     if isinstance(c, Embedded):
         c.select()
-    ncpu = os.cpu_count() or 1
-    if s.pin and ncpu > 1 and c.pid is not None and c.name != "zero_copy_w2":
-        # As for bulk: the two ends on CPU 0, the relay alone on the last CPU (workers = 2 needs both).
-        relay = _proc.process_tree(c.pid)
-        with pinned([run.backend.pid], 0), pinned(relay, ncpu - 1):
-            res, relay_cpu, back_cpu = measure(
-                run, c, lambda: run_loadgen(args, timeout=ms / 1e3 + 30, cpu=0)
-            )
-    else:
-        res, relay_cpu, back_cpu = measure(run, c, lambda: run_loadgen(args, timeout=ms / 1e3 + 30))
+    # Direct is left unpinned here (its rate would halve), and workers = 2 needs both CPUs.
+    pin = s.pin and c.pid is not None and c.name != "zero_copy_w2"
+    res, relay_cpu, back_cpu = measure_load(run, c, args, ms / 1e3 + 30, pin=pin)
     metrics: dict[str, Any] = {
         "cps": res["rate_cps"],
         "done": res["done"],
