@@ -126,8 +126,10 @@ def apply_online_motd(status_json: str, motd: Motd | None) -> str:
 
     Without a table (or with JSON we cannot read) the backend's text is returned exactly as it came.
     """
-    status = status_object(status_json) if motd is not None else None
-    if motd is None or status is None:
+    if motd is None:
+        return status_json
+    status = status_object(status_json)
+    if status is None:
         return status_json
     if motd.text is not None:
         status["description"] = {"text": motd.text}
